@@ -6,10 +6,13 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 
 import adaptkit as ak
-import adaptkit.tuning
+import adaptkit.adapters.base
+import adaptkit.adapters.tip_adapter
+from adaptkit.adapters import APE, CaptionCache, ProKeR, TipX, TransductiveGDA
 from conftest import clip_like
 
 
@@ -43,14 +46,18 @@ def test_tune_equals_brute_force(adapter, grid):
     assert tuned.score(X_val, y_val) == pytest.approx(scores.max())
 
 
-def test_tune_chunks_the_grid_without_changing_the_result(monkeypatch):
+@pytest.mark.parametrize("adapter", [ak.TipAdapter(device="cpu"), ak.GDA(device="cpu"), ProKeR(device="cpu")])
+def test_tune_chunks_the_grid_without_changing_the_result(adapter, monkeypatch):
     X, y, X_val, y_val, T = clip_like(n_classes=10, dim=64, per_class=4, n_test=60, spread=1.2, text_noise=1.5)
-    tip = ak.TipAdapter(device="cpu").fit(X, y, text_weights=T)
-    grid = {"beta": [0.5, 1.0, 2.0, 4.0], "alpha": [0.5, 1.0, 1.5]}
-    whole = ak.tune(tip, X_val, y_val, grid)
-    monkeypatch.setattr(adaptkit.tuning, "MAX_LOGIT_ELEMENTS", 2 * 60 * 10)
-    chunked = ak.tune(tip, X_val, y_val, grid)
+    fitted = adapter.fit(X, y, text_weights=T)
+    grid = {name: values[:3] for name, values in type(adapter).param_grid.items()}
+    whole = ak.tune(fitted, X_val, y_val, grid)
+    for module in (adaptkit.adapters.base, adaptkit.adapters.tip_adapter):
+        monkeypatch.setattr(module, "MAX_LOGIT_ELEMENTS", 2 * 60 * 10)
+    monkeypatch.setattr(adaptkit.adapters.tip_adapter, "AFFINITY_ELEMENTS", 7 * 40)
+    chunked = ak.tune(fitted, X_val, y_val, grid)
     np.testing.assert_array_equal(whole.tuning_results_["val_accuracy"], chunked.tuning_results_["val_accuracy"])
+    assert chunked.score(X_val, y_val) == pytest.approx(chunked.tuning_results_["best_score"], abs=1e-9)
 
 
 def test_tune_leaves_the_input_adapter_unchanged(clip_data):
@@ -71,6 +78,10 @@ def test_tune_rejects_bad_grids_and_labels(clip_data):
         ak.tune(gda, X_val, y_val, {"gamma": [1.0]})
     with pytest.raises(ValueError, match=r"grid\['alpha'\] must be a non-empty list"):
         ak.tune(gda, X_val, y_val, {"alpha": []})
+    with pytest.raises(ValueError, match=r"grid\['alpha'\]\[1\]: The 'alpha' parameter of GDA must be a float"):
+        ak.tune(gda, X_val, y_val, {"alpha": [1.0, float("nan")]})
+    with pytest.raises(ValueError, match="'device', which is where GDA computes"):
+        ak.tune(gda, X_val, y_val, {"device": ["cpu"]})
     with pytest.raises(ValueError, match=r"y_val must hold class indices in \[0, 12\)"):
         ak.tune(gda, X_val, y_val + 12)
     with pytest.raises(TypeError, match="adapter must be an adaptkit adapter"):
@@ -91,3 +102,81 @@ def test_zero_shot_has_nothing_to_tune(clip_data):
     tuned = ak.tune(ak.ZeroShot(device="cpu").fit(X, y, text_weights=T), X_val, y_val)
     assert tuned.tuning_results_["params"] == [{}]
     assert tuned.tuning_results_["best_score"] == pytest.approx(tuned.score(X_val, y_val))
+
+
+FAMILY = [ak.GDA, ak.TipAdapter, TipX, APE, ProKeR, ak.LinearProbe, CaptionCache, TransductiveGDA, ak.ZeroShot]
+
+CUSTOM_AXES = {
+    "alpha": [0.0, 0.7, 3.0], "beta": [0.5, 2.0, 9.0], "top_k": [None, 3, 30], "gamma": [0.0, 0.3, 1.5],
+    "tau": [0.05, 0.5, 2.0], "n_channels": [8, 20, 64], "w_similarity": [0.0, 0.7, 2.0],
+    "w_variance": [0.0, 0.3, 1.0], "lam": [0.003, 0.1, 5.0], "C": [0.01, 1.0, 50.0], "max_iter": [3, 50, 400],
+    "delta": [0.0, 0.5, 1.0], "n_iter": [1, 3, 10], "tol": [0.0, 1e-4, 0.5],
+}
+
+
+def family_problem(cls, seed=3):
+    X, y, X_val, y_val, T = clip_like(n_classes=8, dim=64, per_class=5, n_test=90, spread=1.1, text_noise=1.2,
+                                      seed=seed)
+    extra = {"captions": X[::-1].copy()} if cls is CaptionCache else {}
+    if cls is TransductiveGDA:
+        return (lambda adapter: adapter.fit(X_val, text_weights=T)), X_val, y_val
+    return (lambda adapter: adapter.fit(X, y, text_weights=T, **extra)), X_val, y_val
+
+
+def assert_tuned_is_the_chosen_point(cls, grid):
+    fit, X_val, y_val = family_problem(cls)
+    tuned = ak.tune(fit(cls(device="cpu")), X_val, y_val, grid)
+    results = tuned.tuning_results_
+    best = results["best_params"]
+    assert results["best_score"] == results["val_accuracy"].max()
+    assert results["params"].index(best) == int(np.argmax(results["val_accuracy"]))
+    assert abs(tuned.score(X_val, y_val) - results["best_score"]) <= 1e-6
+    fresh = fit(cls(device="cpu", **best))
+    assert tuned.get_params() == fresh.get_params()
+    np.testing.assert_allclose(tuned.logits(X_val).numpy(), fresh.logits(X_val).numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls", FAMILY)
+def test_tuned_adapter_is_a_fresh_fit_at_its_chosen_point_default_grid(cls):
+    assert_tuned_is_the_chosen_point(cls, None)
+
+
+@pytest.mark.parametrize("cls,name", [(cls, name) for cls in FAMILY for name in cls._parameter_constraints
+                                      if name != "device"])
+def test_tuned_adapter_is_a_fresh_fit_at_its_chosen_point_custom_grid(cls, name):
+    assert_tuned_is_the_chosen_point(cls, {name: CUSTOM_AXES[name]})
+
+
+@pytest.mark.parametrize("cls", [cls for cls in FAMILY if cls is not ak.ZeroShot])
+def test_tuned_adapter_over_every_parameter_at_once(cls):
+    names = [n for n in cls._parameter_constraints if n != "device"]
+    assert_tuned_is_the_chosen_point(cls, {n: CUSTOM_AXES[n][1:] for n in names})
+
+
+def test_state_parameters_are_refitted_not_just_set():
+    """ProKeR's coefficients, APE's channels and TIP-X's signatures follow the chosen point."""
+    fit, X_val, y_val = family_problem(ProKeR)
+    proker = fit(ProKeR(beta=1.0, lam=0.1, device="cpu"))
+    tuned = ak.tune(proker, X_val, y_val, {"lam": [5.0]})
+    assert not torch.equal(tuned.coef_, proker.coef_)
+    fit, X_val, y_val = family_problem(APE)
+    ape = ak.tune(fit(APE(n_channels=4, device="cpu")), X_val, y_val, {"n_channels": [32]})
+    assert ape.channels_.numel() == 32
+    fit, X_val, y_val = family_problem(TipX)
+    tipx = fit(TipX(tau=0.5, device="cpu"))
+    tuned = ak.tune(tipx, X_val, y_val, {"tau": [0.05]})
+    assert not torch.allclose(tuned.key_log_signatures_, tipx.key_log_signatures_)
+
+
+def test_grid_axes_accept_numpy_arrays_and_an_empty_grid_scores_as_is(clip_data):
+    X, y, X_val, y_val, T = clip_data
+    gda = ak.GDA(alpha=2.0, device="cpu").fit(X, y, text_weights=T)
+    from_array = ak.tune(gda, X_val, y_val, {"alpha": np.array([0.1, 1.0, 10.0])})
+    from_list = ak.tune(gda, X_val, y_val, {"alpha": [0.1, 1.0, 10.0]})
+    assert from_array.tuning_results_["params"] == from_list.tuning_results_["params"]
+    assert all(type(p["alpha"]) is float for p in from_array.tuning_results_["params"])
+    as_is = ak.tune(gda, X_val, y_val, {})
+    assert as_is.tuning_results_["params"] == [{}] and as_is.alpha == 2.0
+    assert as_is.tuning_results_["best_score"] == pytest.approx(gda.score(X_val, y_val))
+    with pytest.raises(ValueError, match="1-D list"):
+        ak.tune(gda, X_val, y_val, {"alpha": np.ones((2, 2))})

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .tip_adapter import Neighbours, TipAdapter
+from .._params import FLOAT32_MAX, Float, Int
+from .base import Adapter
+from .tip_adapter import WEIGHT, Neighbours, TipAdapter, sharpen
 
 
 def channel_criterion(text_weights: torch.Tensor, keys: torch.Tensor, y: torch.Tensor,
@@ -40,19 +42,27 @@ class APE(TipAdapter):
     Parameters
     ----------
     alpha, beta : cache weight and sharpness, as in :class:`TipAdapter`.
-    gamma : strength of the value re-weighting exp(γ · KL).
+    gamma : strength of the value re-weighting exp(γ · KL), ≥ 0.
     n_channels : channels kept; ``None`` keeps half of them (the official configs keep 500-900
         of RN50's 1024).
     w_similarity, w_variance : weights of the channel criterion (0.7, 0.3 officially).
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
-    Fitted attributes: ``keys_``, ``values_``, ``channels_`` (n_channels,), ``key_divergence_`` (N_s,).
+    Fitted attributes: those of :class:`TipAdapter`, ``channels_`` (n_channels,),
+    ``refined_keys_`` (N_s, n_channels), ``key_divergence_`` (N_s,).
     The cache is always dense (its affinity lives in the refined channel subspace).
     """
 
     param_grid = {"beta": tuple((0.1 + np.arange(200) * 6.9 / 200).tolist()),
                   "gamma": (0.0, 0.1, 0.2, 0.3, 0.4),
                   "alpha": tuple((0.1 + np.arange(20) * 6.9 / 20).tolist())}
+    _parameter_constraints = {**Adapter._parameter_constraints, "alpha": WEIGHT, "beta": WEIGHT, "gamma": WEIGHT,
+                              "n_channels": [Int(1, None, closed="left"), None],
+                              "w_similarity": [Float(-FLOAT32_MAX, FLOAT32_MAX)],
+                              "w_variance": [Float(-FLOAT32_MAX, FLOAT32_MAX)]}
+    state_params = frozenset({"n_channels", "w_similarity", "w_variance"})
+    fitted_tensors = {**TipAdapter.fitted_tensors, "channels_": torch.int64, "refined_keys_": torch.float32,
+                      "key_divergence_": torch.float32}
     needs_text = True
     cache_params = ("beta", "gamma")
 
@@ -74,18 +84,25 @@ class APE(TipAdapter):
         if self.n_classes_ < 2:
             raise ValueError("APE needs at least two classes")
         super()._fit(X, y)
-        criterion = channel_criterion(self.text_weights_, self.keys_, y, self.w_similarity, self.w_variance)
+        criterion = channel_criterion(self.text_weights_, self.keys_, self.key_labels_, self.w_similarity,
+                                      self.w_variance)
         self.channels_ = torch.topk(criterion, n_channels).indices.sort().values
         refined_keys = F.normalize(self.keys_[:, self.channels_], dim=-1)
         refined_text = F.normalize(self.text_weights_[:, self.channels_], dim=-1)
         key_probs = torch.softmax(refined_keys @ refined_text.T, dim=-1)
+        own = key_probs.gather(1, self.key_labels_[:, None]).squeeze(1)
         eps = 1e-6
-        self.key_divergence_ = (self.values_ * torch.log2((self.values_ + eps) / (key_probs + eps))).sum(dim=1)
+        self.key_divergence_ = torch.log2((1.0 + eps) / (own + eps))
         self.refined_keys_ = refined_keys
 
-    def _affinity(self, X: torch.Tensor, params: dict[str, Any], near: Neighbours) -> torch.Tensor:
-        return F.normalize(X[:, self.channels_], dim=-1) @ self.refined_keys_.T
+    def _shared(self, X: torch.Tensor) -> dict[str, Any]:
+        refined = F.normalize(X[:, self.channels_], dim=-1)
+        return {"zero_shot": self._zero_shot_logits(X), "near": Neighbours(),
+                "affinity": (refined @ self.refined_keys_.T).clamp_(-1.0, 1.0)}
 
-    def _cache_logits(self, X: torch.Tensor, params: dict[str, Any], near: Neighbours) -> torch.Tensor:
-        weighted_values = self.values_ * torch.exp(params["gamma"] * self.key_divergence_)[:, None]
-        return torch.exp(-params["beta"] * (1.0 - self._affinity(X, params, near))) @ weighted_values
+    def _cache_term(self, shared: dict[str, Any], params: dict[str, Any]) -> torch.Tensor:
+        weights = torch.exp(params["gamma"] * self.key_divergence_)
+        if not bool(torch.isfinite(weights).all()):
+            raise ValueError(f"The 'gamma' parameter of APE is too large ({params['gamma']}): exp(gamma · KL) "
+                             "overflows float32")
+        return self._class_sum(sharpen(shared["affinity"], params["beta"]), shared["near"], weights)

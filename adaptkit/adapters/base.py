@@ -1,12 +1,19 @@
 """The shared base of every closed-form adapter: a scikit-learn classifier computing in torch.
 
-Subclasses implement ``_fit(X, y)`` on validated tensors and ``_logits(X)``; they may override
-``_grid_logits`` to score a whole hyper-parameter grid in a few batched products (``ak.tune``).
+Subclasses implement ``_fit(X, y)`` on validated tensors and ``_grid_logits(X, candidates)``
+(the logits of several hyper-parameter sets at once); ``_logits(X)`` is the one-candidate case
+of the same code, so a grid search and a single prediction compute identical numbers.
+
+The tuning contract (see :func:`adaptkit.tune`): ``state_params`` lists the hyper-parameters
+that shape fitted state (a new value needs :meth:`_refit`); the others only re-weight fitted
+terms and are scored for many values at once. ``batched_params`` are state parameters whose
+grid the adapter evaluates exactly by itself (ProKeR's kernel and ridge).
 """
 
 from __future__ import annotations
 
-import copy
+import logging
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,28 +23,81 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from .._params import DEVICE, FLOAT32_MAX, check_params
 from .._validation import check_features, check_label_range, check_labels, check_text_weights, resolve_device
+from ..storage import expand_path, write_checked
+
+logger = logging.getLogger("adaptkit")
 
 LOGIT_SCALE = 100.0
-"""CLIP's logit scale: logits are 100 · cosine similarity."""
+"""CLIP's logit scale: the zero-shot term of every adapter is 100 · cosine(x, t_c)."""
+
+MAX_LOGIT_ELEMENTS = 1 << 26
+"""Logit entries (grid points × samples × classes) held at once: 256 MiB of float32."""
+
+ADAPTER_FORMAT = "adaptkit-adapter"
+ADAPTER_FORMAT_VERSION = 2
+NOT_STORED = ("device_", "classnames_", "backbone_identity_")
+"""Fitted attributes not stored as such: the device is chosen at load, the rest live in the header."""
+
+NORM_TOLERANCE = 1e-2
+"""Rows whose L2 norm differs from 1 by more than this are reported as not normalised."""
+
+
+def count_correct(logits: torch.Tensor, y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Per grid point, how many rows ``argmax`` classifies as ``y``: (G,) int64 from (G, N, C).
+
+    ``argmax`` returns the first index of the row maximum, so row n is correct exactly when its
+    true logit equals the maximum and no earlier class reaches it. ``before`` (N, C) is 0 for
+    classes c < y_n and -inf elsewhere (:func:`earlier_classes`). Two ``amax`` passes replace the
+    much slower ``argmax`` and give the same answer, ties included.
+    """
+    top = logits.amax(dim=-1)
+    true = logits.gather(-1, y.view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(-1)
+    earlier = (logits + before).amax(dim=-1)
+    return ((true == top) & (earlier < top)).sum(dim=-1)
+
+
+def earlier_classes(y: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, C): 0 where c < y_n, -inf elsewhere (see :func:`count_correct`)."""
+    classes = torch.arange(n_classes, device=y.device)
+    zero = torch.zeros((), dtype=dtype, device=y.device)
+    return torch.where(classes[None, :] < y[:, None], zero, torch.tensor(-torch.inf, dtype=dtype, device=y.device))
 
 
 class Adapter(ClassifierMixin, BaseEstimator):
-    """Base class. Subclasses set the class attributes below and implement ``_fit``/``_logits``.
+    """Base class. Subclasses set the class attributes below and implement ``_fit``/``_grid_logits``.
 
     ``fit(X, y, *, text_weights=None)`` accepts X of shape (N, D), or (N, V, D) with V augmented
     views per image, which the adapter uses as ``training_views`` says: ``"flatten"`` (every view
     a sample) or ``"mean"`` (renormalised mean per image). With ``text_weights`` (C, D), labels
     are indices in [0, C); without, any labels work and ``classes_`` holds their sorted values.
+
+    Features are expected L2-normalised, as CLIP's are. The zero-shot term and every cosine
+    affinity normalise their inputs, so scaling a row never changes them; adapters whose learned
+    term models the features as given (``scale_sensitive``: GDA, the linear probe) warn once when
+    rows are far from unit norm.
     """
 
     param_grid: ClassVar[dict[str, tuple]] = {}
     """Default validation search space for ``ak.tune``."""
+    _parameter_constraints: ClassVar[dict[str, list]] = {"device": [DEVICE]}
+    """Allowed values of every constructor parameter (scikit-learn constraint objects)."""
+    state_params: ClassVar[frozenset[str]] = frozenset()
+    batched_params: ClassVar[frozenset[str]] = frozenset()
     training_views: ClassVar[str] = "flatten"
     needs_text: ClassVar[bool] = False
+    scale_sensitive: ClassVar[bool] = False
+    fitted_tensors: ClassVar[dict[str, torch.dtype]] = {"text_weights_": torch.float32}
+    """Fitted tensor attributes and their dtypes: what an adapter file may hold."""
+
+    def _check_hyperparameters(self) -> None:
+        """Validate every constructor value against ``_parameter_constraints``."""
+        check_params(type(self).__name__, self._parameter_constraints, self.get_params(deep=False))
 
     def fit(self, X, y, *, text_weights=None):
         """Fit on support features X (N, D) or (N, V, D) with labels y (N,). Returns self."""
+        self._check_hyperparameters()
         name = type(self).__name__
         device = resolve_device(self.device)
         X = check_features(X, "X", ndims=(2, 3), device=device)
@@ -54,10 +114,10 @@ class Adapter(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"{name} needs text_weights: the (C, D) zero-shot classifier, "
                                  "e.g. backbone.text_classifier(classnames, templates)")
             self.classes_, encoded = np.unique(y_values, return_inverse=True)
-            y = torch.as_tensor(encoded, dtype=torch.int64)
+            y = torch.as_tensor(encoded.reshape(-1), dtype=torch.int64)
             self.text_weights_ = None
         else:
-            self.text_weights_ = check_text_weights(text_weights, X.shape[-1], device)
+            self.text_weights_ = F.normalize(check_text_weights(text_weights, X.shape[-1], device), dim=-1)
             y = check_labels(y_values, X.shape[0])
             check_label_range(y, self.text_weights_.shape[0])
             self.classes_ = np.arange(self.text_weights_.shape[0])
@@ -67,11 +127,26 @@ class Adapter(ClassifierMixin, BaseEstimator):
                 X, y = X.flatten(0, 1), y.repeat_interleave(X.shape[1])
             else:
                 X = F.normalize(X.mean(dim=1), dim=-1)
+        self._warn_if_not_normalised(X, "X")
         self.n_features_in_ = X.shape[1]
         self.device_ = device
         self._fit(X, y)
         self._make_contiguous()
         return self
+
+    def _warn_if_not_normalised(self, X: torch.Tensor, name: str) -> None:
+        """Warn once when a scale-sensitive adapter mixes its learned term with the (normalising)
+        zero-shot term on rows far from unit norm."""
+        if not self.scale_sensitive or self.text_weights_ is None or getattr(self, "_norm_warned", False):
+            return
+        norms = X.norm(dim=-1)
+        if norms.numel() and float((norms - 1.0).abs().max()) > NORM_TOLERANCE:
+            self._norm_warned = True
+            warnings.warn(f"{name} rows are not L2-normalised (norms from {float(norms.min()):.3g} to "
+                          f"{float(norms.max()):.3g}): {type(self).__name__} models the features as given, while "
+                          "its zero-shot term is a cosine, so the two no longer share CLIP's scale. Pass "
+                          "CLIP-like features (torch.nn.functional.normalize(X, dim=-1)).",
+                          UserWarning, stacklevel=3)
 
     def _make_contiguous(self) -> None:
         """Store fitted tensors contiguously, so a saved and reloaded adapter runs the same kernels
@@ -83,23 +158,30 @@ class Adapter(ClassifierMixin, BaseEstimator):
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
         raise NotImplementedError
 
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
+    def _grid_logits(self, X: torch.Tensor, candidates: list[dict[str, Any]]) -> torch.Tensor:
+        """Logits (G, N, C) for every candidate parameter set (a dict of the parameters that
+        differ from the adapter's own)."""
         raise NotImplementedError
+
+    def _logits(self, X: torch.Tensor) -> torch.Tensor:
+        return self._grid_logits(X, [{}])[0]
 
     @property
     def n_classes_(self) -> int:
         return len(self.classes_)
 
     def _zero_shot_logits(self, X: torch.Tensor) -> torch.Tensor:
-        """100 · X Tᵀ, or zeros without text weights: (N, C)."""
+        """100 · normalise(X) Tᵀ, or zeros without text weights: (N, C)."""
         if self.text_weights_ is None:
             return X.new_zeros(X.shape[0], self.n_classes_)
-        return LOGIT_SCALE * X @ self.text_weights_.T
+        return LOGIT_SCALE * F.normalize(X, dim=-1) @ self.text_weights_.T
 
     def _check_X(self, X) -> torch.Tensor:
         check_is_fitted(self)
-        return check_features(X, "X", n_features=self.n_features_in_, device=self.device_,
-                              estimator=type(self).__name__)
+        X = check_features(X, "X", n_features=self.n_features_in_, device=self.device_,
+                           estimator=type(self).__name__)
+        self._warn_if_not_normalised(X, "X")
+        return X
 
     def _encode_labels(self, y, n_samples: int, name: str = "y") -> torch.Tensor:
         """Labels of fitted classes -> int64 indices into ``classes_`` (N,) on the adapter's device."""
@@ -118,7 +200,17 @@ class Adapter(ClassifierMixin, BaseEstimator):
 
     def logits(self, X) -> torch.Tensor:
         """Logits (N, C) as a torch tensor on the adapter's device: the pipeline path."""
-        return self._logits(self._check_X(X))
+        logits = self._logits(self._check_X(X))
+        self._check_finite(logits, {})
+        return logits
+
+    def _check_finite(self, logits: torch.Tensor, params: dict[str, Any]) -> None:
+        """Refuse overflowed logits: a hyper-parameter so large that float32 cannot hold the result."""
+        if not bool(torch.isfinite(logits).all()):
+            shown = {**self.get_params(deep=False), **params}
+            shown.pop("device", None)
+            raise ValueError(f"{type(self).__name__} logits overflow float32 with {shown}: a weight or "
+                             "sharpness parameter is too large for these features")
 
     def decision_function(self, X) -> np.ndarray:
         """Logits (N, C) as a numpy array; for two classes, scikit-learn's convention: the logit
@@ -135,16 +227,103 @@ class Adapter(ClassifierMixin, BaseEstimator):
         indices = self.logits(X).argmax(dim=-1).cpu().numpy()
         return self.classes_[indices]
 
-    def save(self, path, *, classnames=None, backbone=None) -> None:
-        """Write the fitted adapter to a safetensors file (see :func:`adaptkit.load_adapter`)."""
-        from ..persistence import save_adapter
+    # --- tuning (used by adaptkit.tune) -------------------------------------------------------
 
-        save_adapter(self, path, classnames=classnames, backbone=backbone)
+    def _grid_correct(self, X: torch.Tensor, y: torch.Tensor, candidates: list[dict[str, Any]]) -> np.ndarray:
+        """How many of the N samples each candidate classifies correctly: (G,) int64.
 
-    def _grid_logits(self, X: torch.Tensor, candidates: list[dict[str, Any]]) -> torch.Tensor:
-        """Logits for every candidate parameter set: (G, N, C). Subclasses batch this."""
-        return torch.stack([self._with_params(params)._logits(X) for params in candidates])
+        Candidates are scored in chunks of bounded memory; the counts equal ``argmax`` of the
+        candidate's ``_logits`` compared with ``y``, exactly."""
+        before = earlier_classes(y, self.n_classes_, X.dtype)
+        per_chunk = max(1, MAX_LOGIT_ELEMENTS // (X.shape[0] * self.n_classes_))
+        counts = []
+        for start in range(0, len(candidates), per_chunk):
+            chunk = candidates[start:start + per_chunk]
+            logits = self._grid_logits(X, chunk)
+            for params, row in zip(chunk, logits):
+                self._check_finite(row, params)
+            counts.append(count_correct(logits, y, before).cpu())
+        return torch.cat(counts).numpy()
+
+    def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (X, y) that ``_fit`` re-derives state from, as the fitted adapter holds them."""
+        raise ValueError(f"{type(self).__name__} keeps no support set to refit from")
 
     def _with_params(self, params: dict[str, Any]) -> Adapter:
-        """A fitted copy using ``params``; adapters whose fitted state depends on them refit."""
-        return copy.deepcopy(self).set_params(**params)
+        """A fitted adapter at ``params``: a shallow copy with the parameters set, refitted from
+        its support set when a state-shaping parameter changes. Shares unchanged tensors."""
+        current = self.get_params(deep=False)
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.set_params(**params)
+        if any(name in self.state_params and not _same(value, current[name]) for name, value in params.items()):
+            new._fit(*self._support_inputs())
+            new._make_contiguous()
+        return new
+
+    # --- files -------------------------------------------------------------------------------
+
+    def save(self, path, *, classnames=None, backbone=None) -> None:
+        """Write the fitted adapter to one safetensors file (atomically; see
+        :func:`adaptkit.load_adapter`). ``classnames`` and ``backbone`` (an :class:`adaptkit.Backbone`)
+        are recorded so a :class:`adaptkit.Predictor` can name classes and check that it encodes
+        images the way the adapter's features were encoded."""
+        check_is_fitted(self)
+        identity = getattr(self, "backbone_identity_", None)
+        if backbone is not None:
+            identity = getattr(backbone, "identity", None)
+            if not isinstance(identity, dict):
+                raise TypeError(f"backbone must be an adaptkit.Backbone (its identity is recorded in the file); "
+                                f"got {type(backbone).__name__}")
+        tensors, attributes = {}, {}
+        for name, value in vars(self).items():
+            if not name.endswith("_") or name.startswith("_") or name in NOT_STORED:
+                continue
+            if isinstance(value, torch.Tensor):
+                tensors[name] = value
+            else:
+                attributes[name] = jsonable(value)
+        if classnames is not None:
+            if isinstance(classnames, str) or not all(isinstance(c, str) for c in classnames):
+                raise TypeError("classnames must be a list of strings, one per class")
+            classnames = list(classnames)
+            if len(classnames) != self.n_classes_:
+                raise ValueError(f"classnames has {len(classnames)} names but the adapter has {self.n_classes_} classes")
+        else:
+            classnames = getattr(self, "classnames_", None)
+        header = {"format": ADAPTER_FORMAT, "format_version": ADAPTER_FORMAT_VERSION, "class": type(self).__name__,
+                  "params": jsonable(self.get_params(deep=False)), "attributes": attributes,
+                  "classes_kind": "str" if self.classes_.dtype.kind in "US" else "int",
+                  "classnames": classnames, "backbone": identity}
+        write_checked(expand_path(path), tensors, header)
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars and arrays, tuples and nested containers as plain JSON values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Parameter values equal (``1 == 1.0``; strings and None compared as they are)."""
+    if isinstance(a, (str, type(None))) or isinstance(b, (str, type(None))):
+        return a == b if type(a) is type(b) else False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def check_grid_weight(name: str, value: float, owner: str) -> None:
+    """Weights multiply float32 logits: refuse values float32 cannot hold."""
+    if abs(float(value)) > FLOAT32_MAX:
+        raise ValueError(f"The {name!r} parameter of {owner} must be a float32-representable number; got {value}")

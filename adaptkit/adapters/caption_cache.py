@@ -17,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._params import Float
 from .._validation import check_features
-from .tip_adapter import Neighbours, gathered_dot
+from .tip_adapter import gathered_dot, sharpen
 from .tip_x import TipX
 
 
@@ -33,13 +34,15 @@ class CaptionCache(TipX):
 
     ``fit(X, y, *, text_weights, captions, backbone=None)``: ``captions`` holds one caption per
     support image, as (N, D) text features or as strings encoded with ``backbone``.
-    Fitted attributes: those of :class:`TipX` plus ``caption_keys_`` (N_s, D).
+    Fitted attributes: those of :class:`TipX` plus ``caption_keys_`` (N_s, D), in key order.
     """
 
     param_grid = {"beta": tuple((0.1 + np.arange(25) * 6.9 / 25).tolist()),
                   "delta": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
                   "alpha": tuple((0.1 + np.arange(10) * 2.9 / 10).tolist()),
                   "gamma": (0.0, 0.25, 1.0)}
+    _parameter_constraints = {**TipX._parameter_constraints, "delta": [Float(0, 1)]}
+    fitted_tensors = {**TipX.fitted_tensors, "caption_keys_": torch.float32}
     cache_params = ("beta", "delta")
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, gamma: float = 0.1, delta: float = 0.5,
@@ -56,22 +59,26 @@ class CaptionCache(TipX):
             if backbone is None:
                 raise ValueError("captions given as strings need backbone= to encode them")
             captions = backbone.encode_texts(list(captions))
-        if not 0.0 <= self.delta <= 1.0:
-            raise ValueError(f"delta must lie in [0, 1]; got {self.delta}")
         super().fit(X, y, text_weights=text_weights)
         captions = check_features(captions, "captions", n_features=self.n_features_in_, device=self.device_)
         if captions.shape[0] != self.keys_.shape[0]:
             raise ValueError(f"captions must hold one caption per support image ({self.keys_.shape[0]}); "
                              f"got {captions.shape[0]}")
-        self.caption_keys_ = F.normalize(captions, dim=-1)
+        self.caption_keys_ = F.normalize(captions, dim=-1)[self._sort_order].contiguous()
         return self
 
-    def _affinity(self, X: torch.Tensor, params: dict[str, Any], near: Neighbours) -> torch.Tensor:
-        """(1 − δ) · image affinity + δ · caption affinity; the neighbours are the nearest image keys."""
-        delta, queries = params["delta"], F.normalize(X, dim=-1)
-        images = super()._affinity(X, params, near)
+    def _shared(self, X: torch.Tensor) -> dict[str, Any]:
+        shared = super()._shared(X)
+        queries, near = shared["queries"], shared["near"]
         if near.positions is None:
             captions = queries @ self.caption_keys_.T
         else:
             captions = gathered_dot(queries, self.caption_keys_, near.positions)
-        return (1.0 - delta) * images + delta * captions
+        shared["caption_affinity"] = captions.clamp_(-1.0, 1.0)
+        return shared
+
+    def _cache_term(self, shared: dict[str, Any], params: dict[str, Any]) -> torch.Tensor:
+        """(1 − δ) · image affinity + δ · caption affinity, sharpened and summed per class."""
+        delta = params["delta"]
+        affinity = torch.lerp(shared["affinity"], shared["caption_affinity"], float(delta))
+        return self._class_sum(sharpen(affinity, params["beta"]), shared["near"])

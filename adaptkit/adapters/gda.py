@@ -12,8 +12,10 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 
+from .._params import FLOAT32_MAX, Float, Int
 from .._validation import check_features, check_text_weights
 from .base import Adapter
 
@@ -46,7 +48,11 @@ class GDA(Adapter):
     """
 
     param_grid = {"alpha": (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)}
+    _parameter_constraints = {**Adapter._parameter_constraints, "alpha": [Float(0, FLOAT32_MAX)]}
     training_views = "flatten"
+    scale_sensitive = True
+    fitted_tensors = {**Adapter.fitted_tensors, "means_": torch.float32, "precision_": torch.float32,
+                      "weight_": torch.float32, "bias_": torch.float32}
 
     def __init__(self, alpha: float = 1.0, device: str = "auto"):
         self.alpha = alpha
@@ -73,12 +79,9 @@ class GDA(Adapter):
     def _gda_logits(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.weight_ + self.bias_
 
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._zero_shot_logits(X) + self.alpha * self._gda_logits(X)
-
     def _grid_logits(self, X, candidates):
-        alphas = torch.tensor([c["alpha"] for c in candidates], dtype=X.dtype, device=X.device)
-        return self._zero_shot_logits(X) + alphas[:, None, None] * self._gda_logits(X)
+        alphas = torch.tensor([c.get("alpha", self.alpha) for c in candidates], dtype=X.dtype, device=X.device)
+        return torch.addcmul(self._zero_shot_logits(X), alphas.view(-1, 1, 1), self._gda_logits(X))
 
 
 def _ks_precision_batch(centred: torch.Tensor) -> torch.Tensor:
@@ -104,8 +107,11 @@ def synthesize_new_classes(gda: GDA, X_base, new_text_weights, *, k: int = 64, t
     check_is_fitted(gda)
     X = check_features(X_base, "X_base", ndims=(2, 3), n_features=gda.n_features_in_, device=gda.device_)
     X = X.flatten(0, -2)
-    T = check_text_weights(new_text_weights, gda.n_features_in_, gda.device_)
-    if not 2 <= k <= X.shape[0]:
+    T = F.normalize(check_text_weights(new_text_weights, gda.n_features_in_, gda.device_), dim=-1)
+    for name, value, low in (("k", k, 2), ("text_repeat", text_repeat, 0), ("chunk", chunk, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer ≥ {low}; got {value!r}")
+    if k > X.shape[0]:
         raise ValueError(f"k must lie in [2, {X.shape[0]}] (the number of base features); got {k}")
     nearest = torch.topk(T @ X.T, k, dim=1).indices
     neighbours = X[nearest]
@@ -130,10 +136,15 @@ class TransductiveGDA(GDA):
     classifier is GDA's, ensembled with zero-shot through ``alpha``.
 
     ``fit(X, y=None, *, text_weights)`` ignores ``y``. Fitted attributes: those of :class:`GDA`
-    plus ``responsibilities_`` (N, C) and ``n_iter_``.
+    plus ``responsibilities_`` (N, C) and ``n_iter_``. The unlabeled features are kept in memory
+    (not in saved files) so that ``ak.tune`` can refit for other ``n_iter`` and ``tol``.
     """
 
+    _parameter_constraints = {**GDA._parameter_constraints, "n_iter": [Int(1, None, closed="left")],
+                              "tol": [Float(0, None, closed="left")]}
+    state_params = frozenset({"n_iter", "tol"})
     needs_text = True
+    fitted_tensors = {**GDA.fitted_tensors, "responsibilities_": torch.float32}
 
     def __init__(self, alpha: float = 1.0, n_iter: int = 20, tol: float = 1e-4, device: str = "auto"):
         super().__init__(alpha=alpha, device=device)
@@ -145,8 +156,17 @@ class TransductiveGDA(GDA):
         n = check_features(X, "X", ndims=(2, 3)).shape[0]
         return super().fit(X, np.zeros(n, dtype=np.int64), text_weights=text_weights)
 
+    def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if getattr(self, "_unlabeled", None) is None:
+            raise ValueError("this TransductiveGDA was loaded from a file without its unlabeled features; "
+                             "fit it again to tune n_iter or tol")
+        return self._unlabeled, torch.zeros(self._unlabeled.shape[0], dtype=torch.int64, device=self.device_)
+
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
         n, d = X.shape
+        if n < 2:
+            raise ValueError(f"TransductiveGDA needs at least 2 unlabeled samples to estimate a covariance; got {n}")
+        self._unlabeled = X
         responsibilities = torch.softmax(self._zero_shot_logits(X), dim=1)
         gram = (X.T @ X).double()
         for iteration in range(1, self.n_iter + 1):

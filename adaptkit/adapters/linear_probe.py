@@ -7,14 +7,12 @@ prediction is one matrix product on raw features.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from .._params import Float, Int
 from .base import Adapter
 
 
@@ -33,7 +31,13 @@ class LinearProbe(Adapter):
     """
 
     param_grid = {"C": tuple(np.logspace(-3, 2, 6).tolist())}
+    _parameter_constraints = {**Adapter._parameter_constraints, "C": [Float(0, None, closed="neither")],
+                              "max_iter": [Int(1, None, closed="left")]}
+    state_params = frozenset({"C", "max_iter"})
     training_views = "mean"
+    scale_sensitive = True
+    fitted_tensors = {**Adapter.fitted_tensors, "support_features_": torch.float32, "support_labels_": torch.int64,
+                      "weight_": torch.float32, "bias_": torch.float32}
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, device: str = "auto"):
         self.C = C
@@ -51,7 +55,7 @@ class LinearProbe(Adapter):
         coef = model.coef_ / scaler.scale_
         intercept = model.intercept_ - coef @ scaler.mean_
         weight = np.zeros((self.n_classes_, X.shape[1]))
-        bias = np.full(self.n_classes_, -np.inf)
+        bias = np.full(self.n_classes_, np.finfo(np.float32).min, dtype=np.float64)
         if len(model.classes_) == 2:
             weight[model.classes_[1]], bias[model.classes_[1]] = coef[0], intercept[0]
             bias[model.classes_[0]] = 0.0
@@ -60,10 +64,9 @@ class LinearProbe(Adapter):
         self.weight_ = torch.from_numpy(weight).float().to(X.device)
         self.bias_ = torch.from_numpy(bias).float().to(X.device)
 
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return X @ self.weight_.T + self.bias_
+    def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.support_features_, self.support_labels_
 
-    def _with_params(self, params: dict[str, Any]) -> LinearProbe:
-        refit = copy.deepcopy(self).set_params(**params)
-        refit._fit(self.support_features_, self.support_labels_)
-        return refit
+    def _grid_logits(self, X, candidates):
+        logits = X @ self.weight_.T + self.bias_
+        return torch.stack([logits if not c else self._with_params(c)._grid_logits(X, [{}])[0] for c in candidates])

@@ -1,24 +1,41 @@
 """ProKeR, training-free (Bendou et al., CVPR 2025, "A kernel perspective on few-shot adaptation").
 
-Kernel ridge regression in the RKHS of k(a, b) = exp(−β (1 − a·b)), regularised towards the
-zero-shot predictor f₀(x) = x Tᵀ (plain cosine, without CLIP's ×100, as in the official code):
+Kernel ridge regression in the RKHS of k(a, b) = exp(−β (1 − cos(a, b))), regularised towards the
+zero-shot predictor f₀(x) = cos(x, T) (plain cosine, without CLIP's ×100, as in the official code):
 coefficients A = (K_SS / λ + I)⁻¹ (Y − f₀(S)) over the support set S, and
 logits = f₀(X) + K_XS A. Every augmented view is a support sample, as in the official code, so
 the (N_s × N_s) system grows with views × shots × classes.
+
+The system is solved by a float32 Cholesky factorisation (the official code solves in float32
+too), in float64 when float32 cannot factorise it. A grid search builds each β's kernels once and
+factorises one system per (β, λ), with exactly the arithmetic of ``fit``; one factorisation per
+point is the floor here: an eigendecomposition shared by every λ costs about ten of them.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Adapter
+from .._params import FLOAT32_MAX, Float
+from .base import LOGIT_SCALE, Adapter
 
 
 def exp_kernel(A: torch.Tensor, B: torch.Tensor, beta: float) -> torch.Tensor:
     """exp(−β (1 − cos(a, b))) between the rows of A and B: (N_a, N_b)."""
-    return torch.exp(-beta * (1.0 - F.normalize(A, dim=-1) @ F.normalize(B, dim=-1).T))
+    cosine = (F.normalize(A, dim=-1) @ F.normalize(B, dim=-1).T).clamp_(-1.0, 1.0)
+    return cosine.mul_(beta).sub_(beta).exp_()
+
+
+def ridge_solve(kernel: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
+    """(K / λ + I)⁻¹ R: a float32 Cholesky solve, float64 when float32 cannot factorise (N_s, C)."""
+    system = kernel / lam
+    system.diagonal().add_(1.0)
+    factor, info = torch.linalg.cholesky_ex(system)
+    if int(info) == 0:
+        return torch.cholesky_solve(targets, factor)
+    factor = torch.linalg.cholesky(system.double())
+    return torch.cholesky_solve(targets.double(), factor).to(targets.dtype)
 
 
 class ProKeR(Adapter):
@@ -26,15 +43,23 @@ class ProKeR(Adapter):
 
     Parameters
     ----------
-    beta : kernel sharpness.
-    lam : regularisation λ (larger trusts the support set more).
+    beta : kernel sharpness, ≥ 0.
+    lam : regularisation λ > 0 (larger trusts the support set more).
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
-    Fitted attributes: ``support_`` (N_s, D), ``coef_`` (N_s, C), ``targets_`` (N_s, C) = Y − f₀(S).
+    Fitted attributes: ``support_`` (N_s, D), ``support_labels_`` (N_s,), ``targets_`` (N_s, C)
+    = Y − f₀(S), ``coef_`` (N_s, C).
     """
 
     param_grid = {"beta": (0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0),
-                  "lam": tuple(np.logspace(-3, 1, 9).tolist())}
+                  "lam": (0.001, 0.0031622776601683794, 0.01, 0.03162277660168379, 0.1, 0.31622776601683794,
+                          1.0, 3.1622776601683795, 10.0)}
+    _parameter_constraints = {**Adapter._parameter_constraints, "beta": [Float(0, FLOAT32_MAX)],
+                              "lam": [Float(0, FLOAT32_MAX, closed="right")]}
+    state_params = frozenset({"beta", "lam"})
+    batched_params = frozenset({"beta", "lam"})
+    fitted_tensors = {**Adapter.fitted_tensors, "support_": torch.float32, "support_labels_": torch.int64,
+                      "targets_": torch.float32, "coef_": torch.float32}
     training_views = "flatten"
 
     def __init__(self, beta: float = 1.0, lam: float = 0.1, device: str = "auto"):
@@ -43,39 +68,34 @@ class ProKeR(Adapter):
         self.device = device
 
     def _prior(self, X: torch.Tensor) -> torch.Tensor:
-        return self._zero_shot_logits(X) / 100.0
+        return self._zero_shot_logits(X) / LOGIT_SCALE
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        if self.lam <= 0:
-            raise ValueError(f"lam must be positive; got {self.lam}")
         self.support_ = X
+        self.support_labels_ = y
         self.targets_ = F.one_hot(y, self.n_classes_).float() - self._prior(X)
-        self.coef_ = self._solve(self.beta, self.lam)
+        self.coef_ = ridge_solve(exp_kernel(X, X, self.beta), self.targets_, self.lam)
 
-    def _solve(self, beta: float, lam: float) -> torch.Tensor:
-        """(K_SS / λ + I)⁻¹ R by a Cholesky solve in float64: (N_s, C)."""
-        system = exp_kernel(self.support_.double(), self.support_.double(), beta) / lam
-        system.diagonal().add_(1.0)
-        factor = torch.linalg.cholesky(system)
-        return torch.cholesky_solve(self.targets_.double(), factor).float()
-
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._prior(X) + exp_kernel(X, self.support_, self.beta) @ self.coef_
+    def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.support_, self.support_labels_
 
     def _grid_logits(self, X, candidates):
-        """One eigendecomposition of K_SS per distinct β serves every λ:
-        (K/λ + I)⁻¹ = U diag(1 / (s/λ + 1)) Uᵀ."""
+        """Per distinct β its two kernels, once; one factorisation per (β, λ), computed as ``fit``
+        computes it (the fitted point reuses ``coef_``)."""
         prior = self._prior(X)
-        out = []
-        eigen = {}
-        for candidate in candidates:
-            beta, lam = candidate.get("beta", self.beta), candidate.get("lam", self.lam)
-            if beta not in eigen:
-                support = self.support_.double()
-                values, vectors = torch.linalg.eigh(exp_kernel(support, support, beta))
-                projected = vectors.T @ self.targets_.double()
-                eigen[beta] = (values.clamp_min(0.0), vectors, projected, exp_kernel(X, self.support_, beta))
-            values, vectors, projected, cross = eigen[beta]
-            coef = (vectors @ (projected / (values / lam + 1.0)[:, None])).float()
-            out.append(prior + cross @ coef)
-        return torch.stack(out)
+        out = X.new_empty(len(candidates), X.shape[0], self.n_classes_)
+        by_beta: dict[float, list[int]] = {}
+        for i, candidate in enumerate(candidates):
+            by_beta.setdefault(candidate.get("beta", self.beta), []).append(i)
+        for beta, members in by_beta.items():
+            cross = exp_kernel(X, self.support_, beta)
+            support = None
+            for i in members:
+                lam = candidates[i].get("lam", self.lam)
+                if beta == self.beta and lam == self.lam:
+                    coef = self.coef_
+                else:
+                    support = exp_kernel(self.support_, self.support_, beta) if support is None else support
+                    coef = ridge_solve(support, self.targets_, lam)
+                out[i] = prior + cross @ coef
+        return out

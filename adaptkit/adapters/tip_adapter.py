@@ -1,31 +1,44 @@
-"""Tip-Adapter (Zhang et al., ECCV 2022), training-free.
+"""Tip-Adapter (Zhang et al., ECCV 2022), training-free, and the cache engine its family shares.
 
 A key-value cache of the support set: keys K (N_s, D) are the view-averaged support features,
-values V (N_s, C) their one-hot labels. Affinities are cosine similarities (queries and keys are
-L2-normalised, a no-op for CLIP features). logits = 100 · X Tᵀ + α · exp(−β (1 − X Kᵀ)) V.
+values their one-hot labels. Affinities are cosine similarities (queries and keys are
+L2-normalised, a no-op for CLIP features), clamped to [−1, 1].
+logits = 100 · X Tᵀ + α · exp(−β (1 − X Kᵀ)) V, the exponent computed as β · A − β.
 
 Large caches use sparse affinities: with ``top_k`` set, each query sees only its k nearest keys,
 found by a faiss :class:`adaptkit.support.SupportIndex` (exact inner product), and the cache term
 sums over those keys alone. ``top_k`` equal to the number of keys gives the dense result.
 
-TIP-X, APE and the caption cache extend this class: they change the affinity (``_affinity``),
-the cache values (``_cache_logits``) or add a term (``_grid_logits``).
+The engine (:meth:`TipAdapter._evaluate`) scores many hyper-parameter sets at once: per chunk of
+queries (its size depends only on the cache, so ``predict`` and ``tune`` see the same chunks) it
+computes the affinities once, then per distinct cache-shaping value (β; APE's γ; the caption
+cache's δ) one cache term, and all the linear weights (α; TIP-X's γ) of that term in one
+broadcast step. Keys are stored grouped by class, so the class aggregation of a dense cache is a
+segment sum; sparse caches scatter-add into their neighbours' classes. TIP-X, APE and the caption
+cache extend the shared terms (:meth:`_shared`), the cache term (:meth:`_cache_term`) and the
+combination (:meth:`_combine`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils._param_validation import StrOptions
 
-from .base import Adapter
+from .._params import FLOAT32_MAX, Float, Int
+from .base import LOGIT_SCALE, MAX_LOGIT_ELEMENTS, Adapter, count_correct, earlier_classes
 
 DENSE_LIMIT = 16384
 """With ``top_k="auto"``, caches up to this many keys are dense; larger ones use ``AUTO_TOP_K``."""
 AUTO_TOP_K = 256
+AFFINITY_ELEMENTS = 1 << 24
+"""Query × key affinities held at once (64 MiB of float32); sets the query chunk size."""
+
+WEIGHT = [Float(0, FLOAT32_MAX)]
+"""A non-negative weight or sharpness that float32 can hold."""
 
 
 def tip_grid(beta_scale: float = 7.0, alpha_scale: float = 3.0, beta_steps: int = 200,
@@ -37,23 +50,17 @@ def tip_grid(beta_scale: float = 7.0, alpha_scale: float = 3.0, beta_steps: int 
     return {"beta": tuple(betas.tolist()), "alpha": tuple(alphas.tolist())}
 
 
-def per_group(params: list[dict[str, Any]], names: tuple[str, ...],
-              compute: Callable[[dict[str, Any]], torch.Tensor]) -> torch.Tensor:
-    """Evaluate ``compute`` once per distinct value of the ``names`` parameters and return the
-    results stacked in the order of ``params``: (G, ...)."""
-    keys = [tuple(p[n] for n in names) for p in params]
-    distinct = list(dict.fromkeys(keys))
-    results = torch.stack([compute(dict(zip(names, key))) for key in distinct])
-    index = {key: i for i, key in enumerate(distinct)}
-    return results[torch.tensor([index[key] for key in keys], device=results.device)]
-
-
 def gathered_dot(queries: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
                  max_elements: int = 1 << 24) -> torch.Tensor:
     """out[n, j] = queries[n] · rows[positions[n, j]]: (N, k), in query chunks of bounded memory."""
     chunk = max(1, max_elements // (positions.shape[1] * rows.shape[1]))
     return torch.cat([torch.einsum("nd,nkd->nk", queries[i:i + chunk], rows[positions[i:i + chunk]])
                       for i in range(0, queries.shape[0], chunk)])
+
+
+def sharpen(affinity: torch.Tensor, beta: float) -> torch.Tensor:
+    """exp(−β (1 − A)) = exp(β A − β), elementwise, as a new tensor."""
+    return torch.mul(affinity, beta).sub_(beta).exp_()
 
 
 class Neighbours:
@@ -72,19 +79,26 @@ class TipAdapter(Adapter):
 
     Parameters
     ----------
-    alpha : weight of the cache logits (residual ratio).
-    beta : sharpness of the affinity exp(−β (1 − cosine)).
-    top_k : ``None`` (dense cache), an int k (each query uses its k nearest keys, through faiss),
-        or ``"auto"``: dense up to 16,384 keys, k = 256 beyond.
+    alpha : weight of the cache logits (residual ratio), ≥ 0.
+    beta : sharpness of the affinity exp(−β (1 − cosine)), ≥ 0.
+    top_k : ``None`` (dense cache), an int k ≥ 1 (each query uses its k nearest keys, through
+        faiss), or ``"auto"``: dense up to 16,384 keys, k = 256 beyond.
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
-    Fitted attributes: ``keys_`` (N_s, D), ``values_`` (N_s, C) one-hot float32, ``key_labels_`` (N_s,).
+    Fitted attributes (keys grouped by class, in label order): ``support_features_`` (N_s, D)
+    the view-averaged support features as given, ``keys_`` (N_s, D) those L2-normalised,
+    ``key_labels_`` (N_s,).
     """
 
     param_grid = tip_grid()
     training_views = "mean"
+    _parameter_constraints = {**Adapter._parameter_constraints, "alpha": WEIGHT, "beta": WEIGHT,
+                              "top_k": [Int(1, None, closed="left"), StrOptions({"auto"}), None]}
+    state_params = frozenset({"top_k"})
+    fitted_tensors = {**Adapter.fitted_tensors, "support_features_": torch.float32, "keys_": torch.float32,
+                      "key_labels_": torch.int64}
     cache_params: tuple[str, ...] = ("beta",)
-    """Hyper-parameters that change the cache term (evaluated once per distinct value in a grid)."""
+    """Hyper-parameters that shape the cache term (one term per distinct value in a grid)."""
 
     def __init__(self, alpha: float = 1.0, beta: float = 1.0, top_k: int | str | None = "auto",
                  device: str = "auto"):
@@ -94,19 +108,24 @@ class TipAdapter(Adapter):
         self.device = device
 
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        top_k = getattr(self, "top_k", None)
-        if not (top_k is None or top_k == "auto" or (isinstance(top_k, (int, np.integer)) and top_k >= 1)):
-            raise ValueError(f"top_k must be None, 'auto' or a positive integer; got {top_k!r}")
-        self.keys_ = F.normalize(X, dim=-1)
-        self.key_labels_ = y
-        self.values_ = F.one_hot(y, self.n_classes_).float()
+        order = torch.sort(y, stable=True).indices
+        self._sort_order = order
+        self.support_features_ = X[order]
+        self.keys_ = F.normalize(self.support_features_, dim=-1)
+        self.key_labels_ = y[order]
         self._index = None
+        self._segments = self._segment_layout()
+
+    def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, "support_features_", self.keys_), self.key_labels_
 
     def __getstate__(self):
         """Copies and pickles leave the faiss index behind; it is rebuilt from ``keys_`` on use."""
         state = super().__getstate__()
         state["_index"] = None
         return state
+
+    # --- the shared terms of one chunk of queries ---------------------------------------------
 
     def _neighbours(self, X: torch.Tensor) -> Neighbours:
         """Dense (all keys) or the k nearest keys of each query, by ``top_k``."""
@@ -121,35 +140,102 @@ class TipAdapter(Adapter):
             device = "cuda" if self.device_.type == "cuda" else "cpu"
             self._index = SupportIndex(self.keys_.shape[1], "flat", device=device).add(self.keys_)
         similarities, positions = self._index.search(X, min(int(top_k), n_keys))
-        return Neighbours(similarities.to(X.device), positions.to(X.device))
+        return Neighbours(similarities.to(X.device).clamp_(-1.0, 1.0), positions.to(X.device))
 
-    def _affinity(self, X: torch.Tensor, params: dict[str, Any], near: Neighbours) -> torch.Tensor:
-        """Cosine affinity to the keys: (N, N_s) dense, or (N, k) to each query's neighbours."""
-        if near.positions is None:
-            return F.normalize(X, dim=-1) @ self.keys_.T
-        return near.similarities
+    def _query_rows(self) -> int:
+        """Queries per chunk: affinities of at most ``AFFINITY_ELEMENTS`` entries."""
+        top_k = getattr(self, "top_k", None)
+        width = self.keys_.shape[0] if top_k in (None, "auto") else min(int(top_k), self.keys_.shape[0])
+        return max(1, AFFINITY_ELEMENTS // max(1, width))
 
-    def _aggregate(self, weights: torch.Tensor, near: Neighbours) -> torch.Tensor:
-        """Σ_j weights_ij · V_j: (N, C), over all keys (one product) or each query's neighbours
-        (a scatter-add into their labels)."""
-        if near.positions is None:
-            return weights @ self.values_
-        out = weights.new_zeros(weights.shape[0], self.n_classes_)
-        return out.scatter_add_(1, self.key_labels_[near.positions], weights)
+    def _shared(self, X: torch.Tensor) -> dict[str, Any]:
+        """What every grid point of this chunk of queries (N_c, D) shares: normalised queries,
+        the zero-shot logits, the neighbourhood and the cosine affinity to the keys."""
+        queries = F.normalize(X, dim=-1)
+        near = self._neighbours(X)
+        affinity = (queries @ self.keys_.T).clamp_(-1.0, 1.0) if near.positions is None else near.similarities
+        return {"queries": queries, "zero_shot": self._zero_shot_logits(X), "near": near, "affinity": affinity}
 
-    def _cache_logits(self, X: torch.Tensor, params: dict[str, Any], near: Neighbours) -> torch.Tensor:
-        """exp(−β (1 − A)) V, (N, C)."""
-        return self._aggregate(torch.exp(-params["beta"] * (1.0 - self._affinity(X, params, near))), near)
+    # --- aggregation over the keys of each class ----------------------------------------------
 
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._grid_logits(X, [{}])[0]
+    def _segment_layout(self) -> int:
+        """k when the keys are grouped by class with k keys for every class (a segment sum is a
+        reshape), else 0 (scatter-add by label)."""
+        labels = self.key_labels_
+        counts = torch.bincount(labels, minlength=self.n_classes_)
+        grouped = bool((labels[1:] >= labels[:-1]).all()) if labels.numel() > 1 else True
+        equal = bool((counts == counts[0]).all()) and int(counts[0]) > 0
+        return int(counts[0]) if grouped and equal else 0
+
+    def _class_segments(self) -> int | None:
+        segments = getattr(self, "_segments", None)
+        return (self._segment_layout() if segments is None else segments) or None
+
+    def _class_sum(self, values: torch.Tensor, near: Neighbours, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_j values_ij · w_j over the keys j of each class: (N, C) from (N, N_s) or (N, k)."""
+        n, n_classes = values.shape[0], self.n_classes_
+        if near.positions is not None:
+            if weights is not None:
+                values = values * weights[near.positions]
+            out = values.new_zeros(n, n_classes)
+            return out.scatter_add_(1, self.key_labels_[near.positions], values)
+        per_class = self._class_segments()
+        if per_class is None:
+            if weights is not None:
+                values = values * weights
+            return values.new_zeros(n, n_classes).index_add_(1, self.key_labels_, values)
+        grouped = values.view(n, n_classes, per_class)
+        if weights is None:
+            return grouped.sum(dim=-1)
+        return torch.einsum("nck,ck->nc", grouped, weights.view(n_classes, per_class))
+
+    # --- terms and their combination ----------------------------------------------------------
+
+    def _cache_term(self, shared: dict[str, Any], params: dict[str, Any]) -> torch.Tensor:
+        """exp(−β (1 − A)) V for one value of the cache parameters: (N_c, C)."""
+        return self._class_sum(sharpen(shared["affinity"], params["beta"]), shared["near"])
+
+    def _combine(self, shared: dict[str, Any], cache: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
+        """Logits (g, N_c, C) of grid points sharing one cache term: zero-shot + α · cache."""
+        alphas = torch.tensor([p["alpha"] for p in params], dtype=cache.dtype, device=cache.device)
+        return torch.addcmul(shared["zero_shot"], alphas.view(-1, 1, 1), cache)
+
+    # --- the engine ---------------------------------------------------------------------------
+
+    def _evaluate(self, X: torch.Tensor, candidates: list[dict[str, Any]], y: torch.Tensor | None):
+        """Logits (G, N, C) of every candidate, or with labels ``y`` the number each gets right (G,)."""
+        own = self.get_params(deep=False)
+        params = [{**own, **c} for c in candidates]
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(params):
+            groups.setdefault(tuple(p[name] for name in self.cache_params), []).append(i)
+        n, n_classes = X.shape[0], self.n_classes_
+        rows = self._query_rows()
+        per_batch = max(1, MAX_LOGIT_ELEMENTS // (min(rows, n) * n_classes))
+        if y is None:
+            out = X.new_empty(len(params), n, n_classes)
+        else:
+            out = torch.zeros(len(params), dtype=torch.int64)
+        for start in range(0, n, rows):
+            stop = min(n, start + rows)
+            shared = self._shared(X[start:stop])
+            before = None if y is None else earlier_classes(y[start:stop], n_classes, X.dtype)
+            for key, members in groups.items():
+                cache = self._cache_term(shared, dict(zip(self.cache_params, key)))
+                for b in range(0, len(members), per_batch):
+                    batch = members[b:b + per_batch]
+                    logits = self._combine(shared, cache, [params[i] for i in batch])
+                    if not bool(torch.isfinite(logits).all()):
+                        for row, i in zip(logits, batch):
+                            self._check_finite(row, candidates[i])
+                    if y is None:
+                        out[batch, start:stop] = logits
+                    else:
+                        out[batch] += count_correct(logits, y[start:stop], before).cpu()
+        return out if y is None else out.numpy()
 
     def _grid_logits(self, X, candidates):
-        return self._grid_logits_near(X, candidates, self._neighbours(X))
+        return self._evaluate(X, candidates, None)
 
-    def _grid_logits_near(self, X: torch.Tensor, candidates, near: Neighbours) -> torch.Tensor:
-        """:meth:`_grid_logits` given the neighbourhood, so subclasses reuse one search."""
-        params = [{**self.get_params(deep=False), **c} for c in candidates]
-        cache = per_group(params, self.cache_params, lambda p: self._cache_logits(X, p, near))
-        alphas = torch.tensor([p["alpha"] for p in params], dtype=X.dtype, device=X.device)
-        return self._zero_shot_logits(X) + alphas[:, None, None] * cache
+    def _grid_correct(self, X, y, candidates):
+        return self._evaluate(X, candidates, y)

@@ -23,5 +23,5 @@ class ZeroShot(Adapter):
     def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
         self.is_fitted_ = True
 
-    def _logits(self, X: torch.Tensor) -> torch.Tensor:
-        return self._zero_shot_logits(X)
+    def _grid_logits(self, X: torch.Tensor, candidates) -> torch.Tensor:
+        return self._zero_shot_logits(X).unsqueeze(0).expand(len(candidates), -1, -1)
