@@ -23,25 +23,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ._version import __version__
-from .adapters import (APE, GDA, Adapter, CaptionCache, LinearProbe, ProKeR, TipAdapter, TipX, TransductiveGDA,
-                       ZeroShot)
+from .adapters import ADAPTERS, Adapter, CaptionCache, TransductiveGDA, make_adapter
 from .backbones import Backbone
 from .data.base import Dataset
 from .diagnostics import diagnose, diagnostics_markdown
-from .features import atomic_write, extract
+from .features import extract
+from .storage import atomic_write
 from .tuning import tune
-
-ADAPTERS: dict[str, type[Adapter]] = {
-    "zero_shot": ZeroShot,
-    "linear_probe": LinearProbe,
-    "gda": GDA,
-    "tip_adapter": TipAdapter,
-    "tip_x": TipX,
-    "ape": APE,
-    "proker": ProKeR,
-    "caption_cache": CaptionCache,
-    "gda_transductive": TransductiveGDA,
-}
 
 CAPTION_TEMPLATE = "a photo of a {}."
 """Stand-in caption of each support image for ``caption_cache`` when no captioner output is
@@ -56,13 +44,6 @@ PUBLISHED_RN50 = {
     "proker": {1: 63.77},
 }
 """Published top-1 accuracy (%), average over the 11 CoOp datasets, RN50 with OpenAI weights."""
-
-
-def make_adapter(name: str) -> Adapter:
-    """A default-configured adapter by its registry name (see :data:`ADAPTERS`)."""
-    if name not in ADAPTERS:
-        raise ValueError(f"adapter must be one of {sorted(ADAPTERS)}; got {name!r}")
-    return ADAPTERS[name]()
 
 
 def _fit(adapter: Adapter, backbone: Backbone, dataset: Dataset, support, test, text) -> Adapter:

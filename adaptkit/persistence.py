@@ -32,10 +32,8 @@ ATTRIBUTES = {"classes_": list, "n_features_in_": int, "n_iter_": (int, list), "
 
 
 def registry() -> dict[str, type[adapters.Adapter]]:
-    """Adapter classes by name, as adapter files record them."""
-    classes = (getattr(adapters, name) for name in adapters.__all__)
-    return {cls.__name__: cls for cls in classes
-            if isinstance(cls, type) and issubclass(cls, adapters.Adapter) and cls is not adapters.Adapter}
+    """Adapter classes by class name, as adapter files record them."""
+    return {cls.__name__: cls for cls in adapters.ADAPTERS.values()}
 
 
 def _check_schema(header: dict, tensors: dict[str, torch.Tensor], refuse) -> type[adapters.Adapter]:

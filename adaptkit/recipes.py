@@ -107,7 +107,7 @@ def _int_list(source: str, path: str, value: Any, minimum: int) -> list[int]:
 def parse_recipe(data: dict[str, Any], source: str = "<dict>") -> Recipe:
     """Validate a recipe given as a dict (what the TOML file holds)."""
     from .data import available
-    from .evaluate import ADAPTERS
+    from .adapters import ADAPTERS
 
     _check_keys(source, "", data, TOP_KEYS)
     for required in ("datasets", "backbones", "adapters"):

@@ -18,7 +18,7 @@ def test_demo_prints_a_table_and_the_random_init_warning(tmp_path):
     assert result.exit_code == 0, result.output
     assert "| adapter | 1 shot | 2 shots |" in result.output
     from adaptkit.cli import DEMO_ADAPTERS
-    from adaptkit.evaluate import ADAPTERS
+    from adaptkit.adapters import ADAPTERS
 
     assert set(DEMO_ADAPTERS) == set(ADAPTERS)
     for name in DEMO_ADAPTERS:

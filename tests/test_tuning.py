@@ -52,8 +52,8 @@ def test_tune_chunks_the_grid_without_changing_the_result(adapter, monkeypatch):
     fitted = adapter.fit(X, y, text_weights=T)
     grid = {name: values[:3] for name, values in type(adapter).param_grid.items()}
     whole = ak.tune(fitted, X_val, y_val, grid)
-    for module in (adaptkit.adapters.base, adaptkit.adapters.tip_adapter):
-        monkeypatch.setattr(module, "MAX_LOGIT_ELEMENTS", 2 * 60 * 10)
+    monkeypatch.setattr(adaptkit.adapters.base, "MAX_LOGIT_ELEMENTS", 2 * 60 * 10)
+    monkeypatch.setattr(adaptkit.adapters.tip_adapter, "BATCH_ELEMENTS", 2 * 60 * 10)
     monkeypatch.setattr(adaptkit.adapters.tip_adapter, "AFFINITY_ELEMENTS", 7 * 40)
     chunked = ak.tune(fitted, X_val, y_val, grid)
     np.testing.assert_array_equal(whole.tuning_results_["val_accuracy"], chunked.tuning_results_["val_accuracy"])

@@ -101,8 +101,13 @@ class APE(TipAdapter):
                 "affinity": (refined @ self.refined_keys_.T).clamp_(-1.0, 1.0)}
 
     def _cache_term(self, shared: dict[str, Any], params: dict[str, Any]) -> torch.Tensor:
+        """exp(−β (1 − A')) (V ⊙ exp(γ · KL)); the sharpened affinity is reused across the γ of one β."""
         weights = torch.exp(params["gamma"] * self.key_divergence_)
         if not bool(torch.isfinite(weights).all()):
             raise ValueError(f"The 'gamma' parameter of APE is too large ({params['gamma']}): exp(gamma · KL) "
                              "overflows float32")
-        return self._class_sum(sharpen(shared["affinity"], params["beta"]), shared["near"], weights)
+        beta, sharpened = shared.get("sharpened", (None, None))
+        if beta != params["beta"]:
+            sharpened = sharpen(shared["affinity"], params["beta"])
+            shared["sharpened"] = (params["beta"], sharpened)
+        return self._class_sum(sharpened, shared["near"], weights)

@@ -207,10 +207,13 @@ class Adapter(ClassifierMixin, BaseEstimator):
     def _check_finite(self, logits: torch.Tensor, params: dict[str, Any]) -> None:
         """Refuse overflowed logits: a hyper-parameter so large that float32 cannot hold the result."""
         if not bool(torch.isfinite(logits).all()):
-            shown = {**self.get_params(deep=False), **params}
-            shown.pop("device", None)
-            raise ValueError(f"{type(self).__name__} logits overflow float32 with {shown}: a weight or "
-                             "sharpness parameter is too large for these features")
+            self._overflow(params)
+
+    def _overflow(self, params: dict[str, Any]):
+        shown = {**self.get_params(deep=False), **params}
+        shown.pop("device", None)
+        raise ValueError(f"{type(self).__name__} logits overflow float32 with {shown}: a weight or "
+                         "sharpness parameter is too large for these features")
 
     def decision_function(self, X) -> np.ndarray:
         """Logits (N, C) as a numpy array; for two classes, scikit-learn's convention: the logit

@@ -29,13 +29,15 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import StrOptions
 
 from .._params import FLOAT32_MAX, Float, Int
-from .base import LOGIT_SCALE, MAX_LOGIT_ELEMENTS, Adapter, count_correct, earlier_classes
+from .base import Adapter, count_correct, earlier_classes
 
 DENSE_LIMIT = 16384
 """With ``top_k="auto"``, caches up to this many keys are dense; larger ones use ``AUTO_TOP_K``."""
 AUTO_TOP_K = 256
 AFFINITY_ELEMENTS = 1 << 24
 """Query × key affinities held at once (64 MiB of float32); sets the query chunk size."""
+BATCH_ELEMENTS = 1 << 21
+"""Logit entries per broadcast step (8 MiB): small enough to stay in the CPU's cache."""
 
 WEIGHT = [Float(0, FLOAT32_MAX)]
 """A non-negative weight or sharpness that float32 can hold."""
@@ -187,7 +189,8 @@ class TipAdapter(Adapter):
         grouped = values.view(n, n_classes, per_class)
         if weights is None:
             return grouped.sum(dim=-1)
-        return torch.einsum("nck,ck->nc", grouped, weights.view(n_classes, per_class))
+        # One weight vector at a time, in the batched spelling that torch contracts fastest.
+        return torch.einsum("nck,gck->gnc", grouped, weights.view(1, n_classes, per_class))[0]
 
     # --- terms and their combination ----------------------------------------------------------
 
@@ -200,6 +203,16 @@ class TipAdapter(Adapter):
         alphas = torch.tensor([p["alpha"] for p in params], dtype=cache.dtype, device=cache.device)
         return torch.addcmul(shared["zero_shot"], alphas.view(-1, 1, 1), cache)
 
+    def _term_scales(self, shared: dict[str, Any], cache: torch.Tensor) -> dict[str, float]:
+        """The largest magnitude of each term :meth:`_combine` adds (for the overflow bound)."""
+        if not bool(torch.isfinite(cache).all()):
+            raise ValueError(f"{type(self).__name__}'s cache term overflows float32 for these features")
+        return {"zero_shot": float(shared["zero_shot"].abs().max()), "cache": float(cache.abs().max())}
+
+    def _logit_bound(self, scales: dict[str, float], params: dict[str, Any]) -> float:
+        """An upper bound of |logit| at ``params``, computed in float64."""
+        return scales["zero_shot"] + abs(params["alpha"]) * scales["cache"]
+
     # --- the engine ---------------------------------------------------------------------------
 
     def _evaluate(self, X: torch.Tensor, candidates: list[dict[str, Any]], y: torch.Tensor | None):
@@ -211,7 +224,7 @@ class TipAdapter(Adapter):
             groups.setdefault(tuple(p[name] for name in self.cache_params), []).append(i)
         n, n_classes = X.shape[0], self.n_classes_
         rows = self._query_rows()
-        per_batch = max(1, MAX_LOGIT_ELEMENTS // (min(rows, n) * n_classes))
+        per_batch = max(1, BATCH_ELEMENTS // (min(rows, n) * n_classes))
         if y is None:
             out = X.new_empty(len(params), n, n_classes)
         else:
@@ -222,12 +235,13 @@ class TipAdapter(Adapter):
             before = None if y is None else earlier_classes(y[start:stop], n_classes, X.dtype)
             for key, members in groups.items():
                 cache = self._cache_term(shared, dict(zip(self.cache_params, key)))
+                scales = self._term_scales(shared, cache)
+                for i in members:
+                    if self._logit_bound(scales, params[i]) > FLOAT32_MAX:
+                        self._overflow(candidates[i])
                 for b in range(0, len(members), per_batch):
                     batch = members[b:b + per_batch]
                     logits = self._combine(shared, cache, [params[i] for i in batch])
-                    if not bool(torch.isfinite(logits).all()):
-                        for row, i in zip(logits, batch):
-                            self._check_finite(row, candidates[i])
                     if y is None:
                         out[batch, start:stop] = logits
                     else:

@@ -85,6 +85,12 @@ class TipX(TipAdapter):
         shared["kl"] = self._class_sum(kl_affinity(test_log, self.key_log_signatures_, near.positions), near)
         return shared
 
+    def _term_scales(self, shared, cache):
+        return {**super()._term_scales(shared, cache), "kl": float(shared["kl"].abs().max())}
+
+    def _logit_bound(self, scales, params):
+        return super()._logit_bound(scales, params) + abs(params["gamma"]) * scales["kl"]
+
     def _combine(self, shared, cache, params):
         logits = super()._combine(shared, cache, params)
         gammas = torch.tensor([p["gamma"] for p in params], dtype=cache.dtype, device=cache.device)

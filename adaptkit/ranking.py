@@ -1,0 +1,154 @@
+"""Rank the adapter family on one support set, by validation accuracy alone.
+
+:func:`leaderboard` fits every adapter that applies, tunes it on the validation set
+(:func:`adaptkit.tune`), and returns a :class:`Leaderboard`: rows best first, the tuned adapters,
+the best one ready for ``predict``/``save``, and what was skipped and why. Test data never enters.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sklearn.base import clone
+
+from .adapters import ADAPTERS, Adapter, CaptionCache, TransductiveGDA
+from .progress import progress_bar
+from .tuning import grid_axes, tune
+
+
+@dataclass
+class Leaderboard:
+    """The result of :func:`leaderboard`.
+
+    rows : one dict per adapter, best first: ``adapter`` (name), ``params`` (chosen
+        hyper-parameters), ``val_accuracy`` (fraction), ``fit_seconds``, ``tune_seconds``.
+    adapters : name -> the fitted, tuned adapter.
+    skipped : name -> why the adapter did not run (no text weights, no captions, transductive).
+    """
+
+    rows: list[dict[str, Any]]
+    adapters: dict[str, Adapter]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def best(self) -> Adapter:
+        """The fitted, tuned adapter with the highest validation accuracy (the first on ties)."""
+        if not self.rows:
+            raise ValueError("the leaderboard is empty: no adapter applied to these inputs "
+                             f"(skipped: {self.skipped})")
+        return self.adapters[self.rows[0]["adapter"]]
+
+    def to_markdown(self) -> str:
+        """A Markdown table, validation accuracy in percent, and the skipped adapters."""
+        lines = ["| rank | adapter | val accuracy (%) | chosen hyper-parameters | fit (s) | tune (s) |",
+                 "|---|---|---|---|---|---|"]
+        for rank, row in enumerate(self.rows, 1):
+            params = ", ".join(f"{k}={_short(v)}" for k, v in row["params"].items()) or "–"
+            lines.append(f"| {rank} | {row['adapter']} | {100 * row['val_accuracy']:.2f} | {params} | "
+                         f"{row['fit_seconds']:.3f} | {row['tune_seconds']:.3f} |")
+        text = "\n".join(lines)
+        if self.skipped:
+            text += "\n\nSkipped: " + "; ".join(f"{name} ({why})" for name, why in self.skipped.items())
+        return text
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f"<tr><td>{rank}</td><td>{html.escape(row['adapter'])}</td><td>{100 * row['val_accuracy']:.2f}</td>"
+            f"<td>{html.escape(', '.join(f'{k}={_short(v)}' for k, v in row['params'].items()) or '–')}</td>"
+            f"<td>{row['fit_seconds']:.3f}</td><td>{row['tune_seconds']:.3f}</td></tr>"
+            for rank, row in enumerate(self.rows, 1))
+        skipped = "".join(f"<li>{html.escape(n)}: {html.escape(w)}</li>" for n, w in self.skipped.items())
+        return ("<table><thead><tr><th>rank</th><th>adapter</th><th>val accuracy (%)</th><th>chosen "
+                "hyper-parameters</th><th>fit (s)</th><th>tune (s)</th></tr></thead><tbody>" + cells +
+                "</tbody></table>" + (f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else ""))
+
+    def __repr__(self) -> str:
+        return self.to_markdown()
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _name_of(adapter: Adapter) -> str:
+    for name, cls in ADAPTERS.items():
+        if type(adapter) is cls:
+            return name
+    return type(adapter).__name__
+
+
+def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str | Adapter] | None = None,
+                grids: Mapping[str, Mapping[str, Sequence]] | None = None, captions=None, unlabeled=None,
+                backbone=None, device: str = "auto", progress: bool = True) -> Leaderboard:
+    """Fit, tune on validation and rank the adapter family.
+
+    Parameters
+    ----------
+    X, y : support features (N, D) or (N, V, D) and labels (N,).
+    X_val, y_val : validation features and labels: the only data the ranking sees.
+    text_weights : (C, D) zero-shot classifier; adapters that need it are skipped without it.
+    adapters : names (:data:`adaptkit.adapters.ADAPTERS`) or configured adapter instances;
+        default: the whole family that applies.
+    grids : name -> search space for :func:`adaptkit.tune` (default: each adapter's own).
+    captions : one caption per support image, for the caption cache (skipped without).
+    unlabeled : features the transductive GDA fits on, without labels (skipped without).
+    backbone : encodes ``captions`` given as strings.
+    device : where adapters named by string compute.
+    progress : a bar over the adapters.
+    """
+    explicit = adapters is not None
+    chosen = list(ADAPTERS) if adapters is None else list(adapters)
+    if isinstance(adapters, (str, Adapter)):
+        raise TypeError("adapters must be a list of names or adapter instances")
+    grids = dict(grids or {})
+    entries: list[tuple[str, Adapter]] = []
+    for item in chosen:
+        if isinstance(item, str):
+            if item not in ADAPTERS:
+                raise ValueError(f"adapters names {item!r}; known: {sorted(ADAPTERS)}")
+            entries.append((item, ADAPTERS[item](device=device)))
+        elif isinstance(item, Adapter):
+            entries.append((_name_of(item), clone(item)))
+        else:
+            raise TypeError(f"adapters must hold names or adapter instances; got {type(item).__name__}")
+    names = [name for name, _ in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"adapters lists one adapter twice: {names}")
+    for name, grid in grids.items():
+        if name not in names:
+            raise ValueError(f"grids names {name!r}, which is not among the adapters {names}")
+        grid_axes(dict(entries)[name], grid)
+
+    rows, tuned, skipped = [], {}, {}
+    runnable = []
+    for name, adapter in entries:
+        if adapter.needs_text and text_weights is None:
+            skipped[name] = "needs text_weights"
+        elif isinstance(adapter, CaptionCache) and captions is None:
+            skipped[name] = "needs captions (one per support image)"
+        elif isinstance(adapter, TransductiveGDA) and unlabeled is None:
+            skipped[name] = "transductive: pass unlabeled= features to fit it on"
+        else:
+            runnable.append((name, adapter))
+    for name, adapter in progress_bar(runnable, progress=progress, desc="leaderboard", unit="adapter"):
+        start = time.perf_counter()
+        if isinstance(adapter, TransductiveGDA):
+            adapter.fit(unlabeled, text_weights=text_weights)
+        elif isinstance(adapter, CaptionCache):
+            adapter.fit(X, y, text_weights=text_weights, captions=captions, backbone=backbone)
+        else:
+            adapter.fit(X, y, text_weights=text_weights)
+        fitted = time.perf_counter()
+        best = tune(adapter, X_val, y_val, grids.get(name))
+        rows.append({"adapter": name, "params": best.tuning_results_["best_params"],
+                     "val_accuracy": best.tuning_results_["best_score"], "fit_seconds": fitted - start,
+                     "tune_seconds": time.perf_counter() - fitted})
+        tuned[name] = best
+    if explicit and not rows:
+        raise ValueError(f"none of the adapters could run: {skipped}")
+    rows.sort(key=lambda row: -row["val_accuracy"])
+    return Leaderboard(rows, tuned, skipped)

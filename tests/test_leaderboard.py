@@ -1,0 +1,82 @@
+"""ak.leaderboard: fit + tune the family on validation only, best first, skipped adapters explained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import adaptkit as ak
+import adaptkit.ranking
+from adaptkit.adapters import ADAPTERS
+from conftest import clip_like
+
+
+@pytest.fixture
+def problem():
+    return clip_like(n_classes=8, dim=48, per_class=6, n_test=80, spread=1.0, text_noise=1.0, seed=4)
+
+
+def test_ranks_the_family_on_validation_and_best_equals_tuning_it_alone(problem, monkeypatch):
+    X, y, X_val, y_val, T = problem
+    seen = []
+    real_tune = adaptkit.ranking.tune
+
+    def spy(adapter, X_v, y_v, grid=None):
+        seen.append((np.asarray(X_v).copy(), np.asarray(y_v).copy()))
+        return real_tune(adapter, X_v, y_v, grid)
+
+    monkeypatch.setattr(adaptkit.ranking, "tune", spy)
+    grids = {"tip_adapter": {"beta": [1.0, 4.0], "alpha": [0.5, 2.0]}, "ape": {"beta": [1.0, 3.0]}}
+    board = ak.leaderboard(X, y, X_val, y_val, text_weights=T, captions=X.copy(), unlabeled=X_val, grids=grids,
+                           device="cpu", progress=False)
+    assert [r["adapter"] for r in board.rows] and not board.skipped
+    assert sorted(r["adapter"] for r in board.rows) == sorted(ADAPTERS)
+    scores = [r["val_accuracy"] for r in board.rows]
+    assert scores == sorted(scores, reverse=True)
+    assert len(seen) == len(ADAPTERS)
+    assert all(np.array_equal(Xs, X_val) and np.array_equal(ys, y_val) for Xs, ys in seen)
+    for row in board.rows:
+        assert board.adapters[row["adapter"]].score(X_val, y_val) == pytest.approx(row["val_accuracy"], abs=1e-9)
+        assert row["fit_seconds"] >= 0 and row["tune_seconds"] >= 0
+    name = board.rows[0]["adapter"]
+    assert board.best is board.adapters[name]
+    alone_cls = ADAPTERS[name]
+    if name == "gda_transductive":
+        alone = alone_cls(device="cpu").fit(X_val, text_weights=T)
+    elif name == "caption_cache":
+        alone = alone_cls(device="cpu").fit(X, y, text_weights=T, captions=X.copy())
+    else:
+        alone = alone_cls(device="cpu").fit(X, y, text_weights=T)
+    alone = ak.tune(alone, X_val, y_val, grids.get(name))
+    assert alone.tuning_results_["best_params"] == board.rows[0]["params"]
+    torch.testing.assert_close(alone.logits(X_val), board.best.logits(X_val))
+    table = board.to_markdown()
+    assert table.splitlines()[2].startswith(f"| 1 | {name} | {100 * board.rows[0]['val_accuracy']:.2f} |")
+    assert "<table>" in board._repr_html_() and name in board._repr_html_()
+
+
+def test_adapters_needing_text_or_captions_are_skipped_with_a_note(problem):
+    X, y, X_val, y_val, _ = problem
+    board = ak.leaderboard(X, y, X_val, y_val, device="cpu", progress=False)
+    assert sorted(r["adapter"] for r in board.rows) == ["gda", "linear_probe", "proker", "tip_adapter"]
+    for name in ("zero_shot", "tip_x", "ape", "caption_cache", "gda_transductive"):
+        assert "needs text_weights" in board.skipped[name]
+    assert "Skipped: zero_shot (needs text_weights)" in board.to_markdown()
+
+
+def test_subset_by_name_or_instance_and_bad_arguments(problem):
+    X, y, X_val, y_val, T = problem
+    board = ak.leaderboard(X, y, X_val, y_val, text_weights=T, adapters=["gda", ak.TipAdapter(top_k=5, device="cpu")],
+                           progress=False)
+    assert sorted(board.adapters) == ["gda", "tip_adapter"] and board.adapters["tip_adapter"].top_k == 5
+    with pytest.raises(ValueError, match="adapters names 'gdaa'"):
+        ak.leaderboard(X, y, X_val, y_val, adapters=["gdaa"])
+    with pytest.raises(ValueError, match="grids names 'ape', which is not among the adapters"):
+        ak.leaderboard(X, y, X_val, y_val, adapters=["gda"], grids={"ape": {"beta": [1.0]}})
+    with pytest.raises(ValueError, match=r"grid\['alpha'\]\[0\]: The 'alpha' parameter of GDA"):
+        ak.leaderboard(X, y, X_val, y_val, adapters=["gda"], grids={"gda": {"alpha": [-1.0]}})
+    with pytest.raises(ValueError, match="none of the adapters could run"):
+        ak.leaderboard(X, y, X_val, y_val, adapters=["zero_shot"])
+    with pytest.raises(TypeError, match="list of names"):
+        ak.leaderboard(X, y, X_val, y_val, adapters="gda")
