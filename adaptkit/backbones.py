@@ -2,25 +2,40 @@
 
 ``Backbone`` turns images and prompts into L2-normalised float32 features. It never trains:
 parameters are frozen and every forward runs under ``torch.inference_mode``.
+
+Names are anything open_clip accepts: a built-in architecture (``"ViT-B-16"``, ``"RN50"``,
+``"adaptkit-tiny"``) with ``pretrained`` a tag or a weights file, ``"hf-hub:org/repo"`` (config,
+preprocessing, tokenizer and weights from the Hugging Face Hub) or ``"local-dir:/path"`` (a folder
+with ``open_clip_config.json`` and weights: a downloaded hub checkpoint, usable offline). The
+backbone's ``identity`` names the weights by content (SHA-256 of the checkpoint file, or the
+random-init seed), so feature caches and adapter files never mix two checkpoints.
+
+Without network (no route to the Hub, or ``HF_HUB_OFFLINE=1``) a download fails in seconds with
+:class:`WeightsUnavailableError`, which says how to pass a downloaded file or folder instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
+import logging
 import os
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchvision import transforms as T
 
+from ._params import DEVICE, StrOptions, check_params
 from ._validation import resolve_device
+from .data.decode import load_image
+from .storage import file_sha256
+
+logger = logging.getLogger("adaptkit")
 
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)
@@ -29,51 +44,103 @@ TINY = "adaptkit-tiny"
 """A randomly initialised ViT at 32 px (~200k vision parameters) for tests and the offline demo."""
 
 PRECISIONS = ("auto", "fp32", "amp", "amp_bf16")
+HUB_HOST = "huggingface.co"
+CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-def list_backbones() -> list[str]:
-    """Names accepted by :class:`Backbone` (every open_clip architecture plus ``adaptkit-tiny``)."""
-    return open_clip.list_models()
+class WeightsUnavailableError(ValueError):
+    """Pretrained weights could not be loaded (not cached and no network, or a failed download)."""
 
 
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
-    """Hex SHA-256 of a file's content, read in 16 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+def list_backbones(pretrained: bool = False) -> list[str] | dict[str, list[str]]:
+    """Architectures :class:`Backbone` accepts by name (every open_clip architecture plus
+    ``adaptkit-tiny``); with ``pretrained=True``, {architecture: [pretrained tags]}. ``hf-hub:``
+    and ``local-dir:`` names are accepted too."""
+    names = open_clip.list_models()
+    if not pretrained:
+        return names
+    return {name: open_clip.list_pretrained_tags_by_model(name) for name in names}
 
 
-def _check_name(name: str) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a string such as 'ViT-B-16'; got {type(name).__name__}")
-    cleaned = name.replace("/", "-")
-    known = list_backbones()
-    if cleaned not in known:
-        close = difflib.get_close_matches(cleaned, known, n=5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"name={name!r} is not an open_clip architecture.{hint} "
-                         "adaptkit.list_backbones() lists them all.")
-    return cleaned
+def _hub_offline() -> bool:
+    """Whether the Hugging Face Hub is unreachable: ``HF_HUB_OFFLINE`` set, or no connection to
+    its host within two seconds."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return True
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=2).close()
+    except OSError:
+        return True
+    return False
 
 
-def _resolve_weights(name: str, pretrained: str | os.PathLike | None, init_seed: int) -> tuple[str | None, str]:
-    """Return (what to pass to open_clip as ``pretrained``, the weights' identity string)."""
-    if pretrained is None:
-        return None, f"random-init:seed={init_seed}:torch={torch.__version__.split('+')[0]}"
-    path = Path(os.path.expanduser(str(pretrained)))
-    if path.is_file():
-        return str(path), f"sha256:{file_sha256(path)}"
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if str(pretrained) in tags:
-        return str(pretrained), f"tag:{pretrained}"
-    looks_like_path = isinstance(pretrained, os.PathLike) or any(s in str(pretrained) for s in ("/", "\\", "."))
-    if looks_like_path:
-        raise ValueError(f"pretrained={str(pretrained)!r}: no such weights file. Pass an open_clip tag "
-                         f"({', '.join(tags) or 'none exist for this model'}) or the path of a local checkpoint.")
-    raise ValueError(f"pretrained={pretrained!r} is not a known open_clip tag for {name}; "
-                     f"known tags: {', '.join(tags) or 'none (pass a local weights file)'}")
+def _hub_cached(repo: str, filenames: Sequence[str], cache_dir: str | None) -> str | None:
+    """The local path of the first of ``filenames`` of hub ``repo`` found in the cache, if any."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+@contextlib.contextmanager
+def _offline_hub() -> Iterator[None]:
+    """huggingface_hub in offline mode (cache only, no retries) for the duration."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+class _OpenClipRecords(logging.Filter):
+    """Reroutes open_clip's root-logger records through the ``adaptkit`` logger: INFO dropped,
+    the expected "initialized randomly" warning of a random init dropped, the rest re-emitted."""
+
+    def __init__(self, random_init: bool):
+        super().__init__()
+        self.random_init = random_init
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "open_clip" not in record.pathname.replace("\\", "/"):
+            return True
+        message = record.getMessage()
+        expected = self.random_init and "initialized randomly" in message
+        if record.levelno >= logging.WARNING and not expected and record.levelno < logging.ERROR:
+            logger.log(record.levelno, "open_clip: %s", message)
+        return False
+
+
+@contextlib.contextmanager
+def open_clip_logging(random_init: bool = False) -> Iterator[None]:
+    """Keep open_clip's module-level ``logging.warning`` calls from installing a root handler
+    (which would then print every later library warning as ``WARNING:name:...``)."""
+    root = logging.getLogger()
+    placeholder = logging.NullHandler() if not root.handlers else None
+    if placeholder:
+        root.addHandler(placeholder)
+    records = _OpenClipRecords(random_init)
+    root.addFilter(records)
+    try:
+        yield
+    finally:
+        root.removeFilter(records)
+        if placeholder:
+            root.removeHandler(placeholder)
+
+
+def _how_to_pass(name: str) -> str:
+    return (f"Download the checkpoint where there is internet (e.g. "
+            f"huggingface-cli download <repo> or open_clip.create_model_and_transforms({name!r}, "
+            "pretrained=<tag>)), then pass the file as pretrained (CLI: --pretrained FILE), or the "
+            "downloaded folder with open_clip_config.json as 'local-dir:/path/to/folder'.")
 
 
 class Backbone:
@@ -81,77 +148,232 @@ class Backbone:
 
     Parameters
     ----------
-    name : open_clip architecture, e.g. ``"ViT-B-16"``, ``"RN50"``, or ``"adaptkit-tiny"``.
-    pretrained : open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...), a path to a local
-        weights file, or ``None`` for a random initialisation seeded by ``init_seed``.
+    name : an open_clip architecture (``"ViT-B-16"``, ``"RN50"``, ``"adaptkit-tiny"``; ``/``
+        may stand for ``-``), ``"hf-hub:org/repo"`` or ``"local-dir:/path/to/folder"``.
+    pretrained : for an architecture: an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``,
+        ...), a path to a weights file, or ``None`` for a random initialisation seeded by
+        ``init_seed``. Must be ``None`` for ``hf-hub:`` and ``local-dir:`` names.
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
     precision : ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"amp"`` (fp16
         autocast) or ``"amp_bf16"``. Weights stay fp32; outputs are always float32.
     cache_dir : where open_clip stores downloaded weights (its default when ``None``).
-    init_seed : seed of the random initialisation when ``pretrained`` is ``None``.
+    init_seed : seed of the random initialisation when there are no weights.
+
+    Attributes: ``model``, ``preprocess`` (a torchvision transform of PIL images), ``tokenizer``,
+    ``image_size``, ``mean``/``std``, ``identity`` (what determines the features),
+    ``logit_scale``/``logit_bias`` (the model's own zero-shot calibration: see
+    :meth:`model_logits`).
     """
 
+    _parameter_constraints = {"device": [DEVICE], "precision": [StrOptions(set(PRECISIONS))],
+                              "init_seed": [int], "cache_dir": [str, os.PathLike, None]}
+
     def __init__(self, name: str, pretrained: str | os.PathLike | None = None, *, device: str = "auto",
-                 precision: str = "auto", cache_dir: str | None = None, init_seed: int = 0):
-        self.name = _check_name(name)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+                 precision: str = "auto", cache_dir: str | os.PathLike | None = None, init_seed: int = 0):
+        check_params("Backbone", self._parameter_constraints,
+                     {"device": device, "precision": precision, "init_seed": init_seed, "cache_dir": cache_dir})
+        self.name, schema, target = self._resolve_name(name)
         self.device = resolve_device(device)
-        if precision == "auto":
-            precision = "amp" if self.device.type == "cuda" else "fp32"
-        self.precision = precision
-        weights, self.weights_id = _resolve_weights(self.name, pretrained, init_seed)
-        self.pretrained = None if pretrained is None else str(pretrained)
-        with torch.random.fork_rng(devices=[]):
+        self.precision = ("amp" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        self.pretrained = None if pretrained is None else os.fspath(pretrained)
+        self.init_seed, self.cache_dir = init_seed, None if cache_dir is None else os.fspath(cache_dir)
+        self._offline = False
+        weights, self.weights_id = self._resolve_weights(schema, target, pretrained)
+        with torch.random.fork_rng(devices=[]), open_clip_logging(random_init=self.weights_id.startswith("random")):
             torch.manual_seed(init_seed)
-            try:
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    self.name, pretrained=weights, cache_dir=cache_dir)
-            except RuntimeError as err:
-                if "download" not in str(err).lower():
-                    raise
-                raise ValueError(
-                    f"pretrained={pretrained!r}: the weights for {self.name} could not be downloaded "
-                    "(no network?). Download them where there is internet, e.g. "
-                    f"open_clip.create_model_and_transforms({self.name!r}, pretrained={pretrained!r}), "
-                    "then pass the checkpoint file: Backbone("
-                    f"{self.name!r}, pretrained='/path/to/open_clip_pytorch_model.bin')") from err
+            model, _, preprocess = self._create(weights)
+            offline = _offline_hub() if self._offline else contextlib.nullcontext()
+            with offline:
+                self.tokenizer = open_clip.get_tokenizer(self.name, cache_dir=self.cache_dir)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(self.name)
+        self._embed_dim: int | None = None
         cfg = open_clip.get_model_preprocess_cfg(self.model)
         size = cfg["size"]
         self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
+        self.preprocess_cfg = dict(cfg)
+
+    # --- resolving names and weights ----------------------------------------------------------
+
+    @staticmethod
+    def _resolve_name(name) -> tuple[str, str | None, str | None]:
+        """(the name open_clip gets, its schema, the hub repo or folder)."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a string such as 'ViT-B-16'; got {type(name).__name__}")
+        if name.startswith("hf-hub:"):
+            repo = name[len("hf-hub:"):].strip()
+            if repo.count("/") != 1 or not all(repo.split("/")):
+                raise ValueError(f"name={name!r}: an hf-hub name is 'hf-hub:org/repo'")
+            return f"hf-hub:{repo}", "hf-hub", repo
+        if name.startswith("local-dir:"):
+            folder = Path(os.path.expanduser(name[len("local-dir:"):].strip())).resolve()
+            if not (folder / "open_clip_config.json").is_file():
+                raise ValueError(f"name={name!r}: {folder} has no open_clip_config.json (a local-dir: folder holds "
+                                 "the config and the weights of one checkpoint)")
+            return f"local-dir:{folder}", "local-dir", str(folder)
+        cleaned = name.replace("/", "-")
+        known = list_backbones()
+        if cleaned not in known:
+            close = difflib.get_close_matches(cleaned, known, n=5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"name={name!r} is not an open_clip architecture.{hint} adaptkit.list_backbones() "
+                             "lists them all; hub checkpoints load as 'hf-hub:org/repo', downloaded ones as "
+                             "'local-dir:/path'.")
+        return cleaned, None, None
+
+    def _resolve_weights(self, schema: str | None, target: str | None, pretrained) -> tuple[Any, str]:
+        """(what to pass to open_clip as ``pretrained``, the weights' identity string)."""
+        if schema is not None:
+            if pretrained is not None:
+                raise ValueError(f"pretrained={pretrained!r}: {schema}: names carry their own weights; leave "
+                                 "pretrained unset")
+            if schema == "local-dir":
+                checkpoint = next((Path(target) / f for f in CHECKPOINT_NAMES if (Path(target) / f).is_file()), None)
+                if checkpoint is None:
+                    raise WeightsUnavailableError(f"{self.name}: no weights file ({' or '.join(CHECKPOINT_NAMES)}) "
+                                                  f"in {target}")
+                return None, f"sha256:{file_sha256(checkpoint)}"
+            return None, self._hub_weights(target)
+        if pretrained is None:
+            return None, f"random-init:seed={self.init_seed}:torch={torch.__version__.split('+')[0]}"
+        path = Path(os.path.expanduser(os.fspath(pretrained)))
+        if path.is_file():
+            return str(path), f"sha256:{file_sha256(path)}"
+        tags = open_clip.list_pretrained_tags_by_model(self.name)
+        if str(pretrained) in tags:
+            self._check_tag_reachable(str(pretrained))
+            return str(pretrained), f"tag:{pretrained}"
+        if isinstance(pretrained, os.PathLike) or any(s in str(pretrained) for s in ("/", "\\", ".")):
+            raise ValueError(f"pretrained={str(pretrained)!r}: no such weights file. Pass an open_clip tag "
+                             f"({', '.join(tags) or 'none exist for this model'}) or the path of a local checkpoint.")
+        raise ValueError(f"pretrained={pretrained!r} is not a known open_clip tag for {self.name}; known tags: "
+                         f"{', '.join(tags) or 'none (pass a local weights file)'}")
+
+    def _check_tag_reachable(self, tag: str) -> None:
+        """Fail in seconds when the tag's weights are neither cached nor downloadable."""
+        cfg = open_clip.get_pretrained_cfg(self.name, tag)
+        hub = cfg.get("hf_hub", "")
+        if hub:
+            parts = hub.strip("/").split("/")
+            repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or None
+            names = [filename] if filename else list(CHECKPOINT_NAMES)
+            if _hub_cached(repo, names, self.cache_dir):
+                self._offline = _hub_offline()
+                return
+        elif cfg.get("url"):
+            cached = Path(self.cache_dir or Path.home() / ".cache" / "clip") / os.path.basename(cfg["url"])
+            if cached.is_file():
+                self._offline = False
+                return
+        self._offline = _hub_offline()
+        if self._offline:
+            raise WeightsUnavailableError(
+                f"pretrained={tag!r}: the weights of {self.name} (tag {tag}) are not in the local cache and the "
+                f"Hugging Face Hub cannot be reached (no network, or HF_HUB_OFFLINE is set). {_how_to_pass(self.name)}")
+
+    def _hub_weights(self, repo: str) -> str:
+        """Identity of a hub checkpoint: the SHA-256 of its weights file (downloaded if needed)."""
+        self._offline = _hub_offline()
+        config = _hub_cached(repo, ["open_clip_config.json"], self.cache_dir)
+        weights = _hub_cached(repo, CHECKPOINT_NAMES, self.cache_dir)
+        if self._offline and not (config and weights):
+            raise WeightsUnavailableError(
+                f"{self.name}: the download from the Hugging Face Hub failed: the checkpoint is not in the local "
+                f"cache and the Hub cannot be reached (no network, or HF_HUB_OFFLINE is set). "
+                f"{_how_to_pass(self.name)}")
+        if weights is None:
+            from open_clip.pretrained import download_pretrained_from_hf
+
+            try:
+                with open_clip_logging():
+                    weights = download_pretrained_from_hf(repo, cache_dir=self.cache_dir)
+            except Exception as err:  # huggingface_hub raises many types for one cause
+                raise WeightsUnavailableError(f"{self.name}: the download from the Hugging Face Hub failed ({err}). "
+                                              f"{_how_to_pass(self.name)}") from err
+        return f"sha256:{file_sha256(weights)}"
+
+    def _create(self, weights):
+        offline = _offline_hub() if self._offline else contextlib.nullcontext()
+        try:
+            with offline:
+                return open_clip.create_model_and_transforms(self.name, pretrained=weights, cache_dir=self.cache_dir)
+        except (RuntimeError, OSError) as err:
+            raise WeightsUnavailableError(
+                f"{self.name} (pretrained={self.pretrained!r}): loading the weights failed ({err}). "
+                f"{_how_to_pass(self.name)}") from err
+
+    # --- description --------------------------------------------------------------------------
 
     def __repr__(self) -> str:
         return f"Backbone({self.name!r}, pretrained={self.pretrained!r}, device='{self.device}')"
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What determines the features: model name, weights identity and numeric precision."""
+        return {"model": self.name, "weights": self.weights_id, "precision": self.precision}
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """Constructor arguments that rebuild this backbone in another process (Ray workers)."""
+        return {"name": self.name, "pretrained": self.pretrained, "precision": self.precision,
+                "cache_dir": self.cache_dir, "init_seed": self.init_seed}
 
     @classmethod
     def from_identity(cls, identity: dict[str, str], pretrained: str | os.PathLike | None = None,
                       **options) -> Backbone:
         """Rebuild the backbone recorded in ``identity`` (e.g. a saved adapter's). Weights from a
         local file need that file as ``pretrained``; its content hash is checked."""
+        if not isinstance(identity, dict) or not {"model", "weights"} <= set(identity):
+            raise ValueError(f"identity must be a backbone identity with 'model' and 'weights'; got {identity!r}")
         kind, _, value = identity["weights"].partition(":")
-        if kind == "tag":
-            return cls(identity["model"], pretrained=pretrained or value, **options)
-        if kind == "random-init":
+        model = identity["model"]
+        if model.startswith(("hf-hub:", "local-dir:")):
+            backbone = cls(model, **options)
+        elif kind == "tag":
+            backbone = cls(model, pretrained=pretrained or value, **options)
+        elif kind == "random-init":
             seed = int(value.split(":")[0].removeprefix("seed="))
-            return cls(identity["model"], pretrained=pretrained, init_seed=seed, **options)
-        if pretrained is None:
-            raise ValueError(f"the features came from a local weights file of {identity['model']} "
-                             f"({identity['weights']}); pass that file as pretrained=")
-        return cls(identity["model"], pretrained=pretrained, **options)
-
-    @property
-    def identity(self) -> dict[str, str]:
-        """What determines the features: architecture, weights identity and numeric precision."""
-        return {"model": self.name, "weights": self.weights_id, "precision": self.precision}
+            backbone = cls(model, pretrained=pretrained, init_seed=seed, **options)
+        elif pretrained is None:
+            raise ValueError(f"the features came from a local weights file of {model} ({identity['weights']}); "
+                             "pass that file as pretrained (CLI: --pretrained FILE)")
+        else:
+            backbone = cls(model, pretrained=pretrained, **options)
+        if backbone.weights_id != identity["weights"] and kind != "tag":
+            raise ValueError(f"the weights given ({backbone.weights_id}) are not the recorded ones "
+                             f"({identity['weights']}) of {model}")
+        return backbone
 
     @property
     def embed_dim(self) -> int:
         """Dimension D of the joint image-text embedding."""
-        return int(open_clip.get_model_config(self.name)["embed_dim"])
+        if self._embed_dim is None:
+            self._embed_dim = int(self.encode_texts(["a"]).shape[1])
+        return self._embed_dim
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's own zero-shot temperature (exp of its learned logit scale; CLIP's is 100)."""
+        return float(self.model.logit_scale.exp())
+
+    @property
+    def logit_bias(self) -> float | None:
+        """The model's own zero-shot bias (SigLIP-style models), or ``None``."""
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else float(bias)
+
+    def model_logits(self, image_features, text_weights) -> torch.Tensor:
+        """The model's own calibrated logits, scale · cos(x, t) (+ bias): (N, C).
+
+        adaptkit's adapters do not use these: their zero-shot term is always 100 · cos(x, t) (CLIP's
+        scale) whatever the model, so the published hyper-parameter grids keep their meaning. For
+        CLIP models the two are equal; for SigLIP-style models (scale ≈ 10, bias ≈ −10) they rank
+        classes identically and differ only in calibration."""
+        x = F.normalize(torch.as_tensor(image_features, dtype=torch.float32), dim=-1)
+        t = F.normalize(torch.as_tensor(text_weights, dtype=torch.float32), dim=-1)
+        logits = self.logit_scale * x @ t.T
+        return logits if self.logit_bias is None else logits + self.logit_bias
 
     def support_augmentation(self) -> T.Compose:
         """The few-shot support augmentation of the protocol at this backbone's resolution:
@@ -163,6 +385,8 @@ class Backbone:
             T.ToTensor(),
             T.Normalize(self.mean, self.std),
         ])
+
+    # --- encoding -----------------------------------------------------------------------------
 
     def predict(self, adapter, images, classnames=None) -> list[str]:
         """Class names for images (paths, folders, PIL images) under a fitted ``adapter``."""
@@ -186,14 +410,13 @@ class Backbone:
     def encode_images(self, images: Sequence[Any] | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Encode images given as PIL images, file paths, or a preprocessed (N, 3, H, W) tensor.
 
-        Returns (N, D) L2-normalised float32 features on CPU.
-        """
+        Returns (N, D) L2-normalised float32 features on CPU."""
         if isinstance(images, torch.Tensor):
             if images.ndim != 4 or images.shape[1] != 3:
                 raise ValueError(f"images as a tensor must have shape (N, 3, H, W); got {tuple(images.shape)}")
             batches = images.split(batch_size)
         else:
-            if isinstance(images, (str, os.PathLike, Image.Image)):
+            if isinstance(images, (str, os.PathLike)) or hasattr(images, "convert"):
                 images = [images]
             batches = (torch.stack([self.preprocess(load_image(im)) for im in images[i:i + batch_size]])
                        for i in range(0, len(images), batch_size))
@@ -211,28 +434,21 @@ class Backbone:
                 out.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())
         return torch.cat(out)
 
-    def text_classifier(self, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    def text_classifier(self, classnames: Sequence[str], templates) -> torch.Tensor:
         """Zero-shot weights (C, D): per class, the renormalised mean of the normalised embeddings
-        of every template filled with the class name."""
+        of its prompts. ``templates`` is a list of templates (``"a photo of a {}."``, or
+        CLIP_benchmark's ``"a photo of a {c}."``) or a dict {class name: [prompts]} (CuPL style)."""
         from .text import prompts
 
-        texts = prompts(classnames, templates)
-        embeddings = self.encode_texts(texts).reshape(len(classnames), len(templates), -1)
-        return F.normalize(embeddings.mean(dim=1), dim=-1)
+        per_class = prompts(classnames, templates)
+        flat = [p for group in per_class for p in group]
+        embeddings = F.normalize(self.encode_texts(flat), dim=-1)
+        counts = torch.tensor([len(group) for group in per_class])
+        owner = torch.arange(len(per_class)).repeat_interleave(counts)
+        sums = torch.zeros(len(per_class), embeddings.shape[1]).index_add_(0, owner, embeddings)
+        return F.normalize(sums / counts[:, None], dim=-1)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb(image):
     return image.convert("RGB")
 
-
-def load_image(image: Any) -> Image.Image:
-    """A PIL image from a PIL image or a file path, converted to RGB."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(os.path.expanduser(str(image)))
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-        with Image.open(path) as handle:
-            return handle.convert("RGB")
-    raise TypeError(f"an image must be a PIL image or a file path; got {type(image).__name__}")

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .adapters.base import Adapter
 from .backbones import Backbone
-from .data.folder import IMAGE_EXTENSIONS
+from .data.sources import IMAGE_EXTENSIONS
 
 
 def expand_images(images: Any) -> list:

@@ -2,11 +2,21 @@
 
 The per-dataset templates are the hand-written ones of the CoOp / Tip-Adapter protocol; ImageNet
 uses the 7-template ensemble. :meth:`adaptkit.Backbone.text_classifier` turns them into weights.
+
+Prompts come in three forms: templates with one ``{}`` placeholder (CoOp), templates with one
+``{c}`` placeholder (CLIP_benchmark), or a dict {class name: [prompts]} with ready sentences per
+class (CuPL and other generated descriptions). :func:`load_prompts` reads them from a file and
+:func:`load_classnames` reads class names (one per line), as recipes name them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+import string
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 IMAGENET_TEMPLATES = (
     "itap of a {}.",
@@ -36,13 +46,79 @@ DATASET_TEMPLATES: dict[str, tuple[str, ...]] = {
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
-def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """Every template filled with every class name, class-major: C × len(templates) strings."""
-    if isinstance(classnames, str) or not classnames:
+Prompts = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+def _fill(template: str, name: str) -> str:
+    fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    if len(fields) != 1 or fields[0] not in ("", "c"):
+        raise ValueError(f"each template must contain exactly one '{{}}' or '{{c}}' placeholder for the class "
+                         f"name; got {template!r} (a dict {{class name: [prompts]}} gives ready sentences per class)")
+    return template.format(name) if fields[0] == "" else template.format(c=name)
+
+
+def prompts(classnames: Sequence[str], templates: Prompts) -> list[list[str]]:
+    """The prompts of each class, class by class: templates filled with the class name, or the
+    class's own list from a {class name: [prompts]} dict."""
+    if isinstance(classnames, str) or not classnames or not all(isinstance(c, str) for c in classnames):
         raise ValueError("classnames must be a non-empty list of strings")
-    if isinstance(templates, str) or not templates:
-        raise ValueError("templates must be a non-empty list of strings such as ['a photo of a {}.']")
-    for template in templates:
-        if template.count("{}") != 1:
-            raise ValueError(f"each template must contain exactly one '{{}}' for the class name; got {template!r}")
-    return [template.format(name) for name in classnames for template in templates]
+    if isinstance(templates, Mapping):
+        missing = [c for c in classnames if c not in templates]
+        unknown = [c for c in templates if c not in set(classnames)]
+        if missing or unknown:
+            raise ValueError(f"templates as a dict must give prompts for exactly the classes: missing "
+                             f"{missing[:5]}, unknown {unknown[:5]}")
+        out = []
+        for name in classnames:
+            group = templates[name]
+            if isinstance(group, str) or not group or not all(isinstance(t, str) and t for t in group):
+                raise ValueError(f"templates[{name!r}] must be a non-empty list of prompt strings; got {group!r}")
+            out.append(list(group))
+        return out
+    if isinstance(templates, str) or not templates or not all(isinstance(t, str) for t in templates):
+        raise ValueError("templates must be a non-empty list of strings such as ['a photo of a {}.'], or a dict "
+                         "{class name: [prompts]}")
+    return [[_fill(template, name) for template in templates] for name in classnames]
+
+
+def prompts_sha256(classnames: Sequence[str], templates: Prompts) -> str:
+    """SHA-256 of every prompt of every class (what a text classifier was built from)."""
+    return hashlib.sha256(json.dumps(prompts(classnames, templates)).encode()).hexdigest()
+
+
+def _read_text(path: str | os.PathLike, what: str) -> str:
+    path = Path(os.path.expanduser(os.fspath(path)))
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: {what} file is not UTF-8 text ({err})") from None
+
+
+def load_prompts(path: str | os.PathLike) -> list[str] | dict[str, list[str]]:
+    """Templates or per-class prompts from a file: JSON (a list of templates, or a dict {class
+    name: [prompts]} as CuPL publishes them), else one template per line."""
+    text = _read_text(path, "templates")
+    if Path(path).suffix.lower() == ".json":
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(value, (list, dict)):
+            raise ValueError(f"{path}: expected a JSON list of templates or a dict of class name -> prompts")
+        return value
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not lines:
+        raise ValueError(f"{path}: no templates (one per line)")
+    return lines
+
+
+def load_classnames(path: str | os.PathLike) -> list[str]:
+    """Class names from a text file, one per line (blank lines ignored)."""
+    names = [line.strip() for line in _read_text(path, "class-name").splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{path}: no class names (one per line)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: class names repeat, e.g. {sorted(n for n in names if names.count(n) > 1)[0]!r}")
+    return names

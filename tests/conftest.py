@@ -44,3 +44,26 @@ def clip_like(n_classes: int = 12, dim: int = 64, per_class: int = 8, n_test: in
 @pytest.fixture
 def clip_data():
     return clip_like()
+
+
+def write_jpegs(root, n_classes: int = 3, per_class: int = 8, size=(24, 32), seed: int = 0,
+                quality: int = 90) -> list[str]:
+    """A class-folder tree of random JPEGs under ``root``; returns the sorted file paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for c in range(n_classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            path = folder / f"{i:04d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path, quality=quality)
+            paths.append(str(path))
+    return sorted(paths)
+
+
+def image_set(paths, name: str = "files"):
+    """An ImageSet over ``paths`` labelled by their class folder ``class_<c>``."""
+    labels = [int(p.split("class_")[1].split("/")[0]) for p in paths]
+    return ak.datasets.ImageSet(paths, labels, [f"class {c}" for c in range(max(labels) + 1)], name)

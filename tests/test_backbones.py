@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
 import numpy as np
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 import adaptkit as ak
+from adaptkit.backbones import WeightsUnavailableError
 
 
 def test_encoders_return_normalised_float32(tiny):
@@ -64,7 +70,7 @@ def test_local_weights_file_is_loaded_and_hashed(tiny, tmp_path):
     loaded = ak.Backbone(ak.TINY, pretrained=str(path), device="cpu")
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(loaded.encode_images(x), other.encode_images(x))
-    assert loaded.identity["weights"] == "sha256:" + ak.backbones.file_sha256(path)
+    assert loaded.identity["weights"] == "sha256:" + ak.storage.file_sha256(path)
 
 
 def test_unknown_backbone_name():
@@ -79,17 +85,85 @@ def test_missing_weights_file_and_unknown_tag():
         ak.Backbone(ak.TINY, pretrained="/no/such/weights.bin")
     with pytest.raises(ValueError, match="pretrained='openai' is not a known open_clip tag for adaptkit-tiny"):
         ak.Backbone(ak.TINY, pretrained="openai")
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="The 'precision' parameter of Backbone must be a str among"):
         ak.Backbone(ak.TINY, precision="fp8")
+    with pytest.raises(ValueError, match="The 'device' parameter of Backbone"):
+        ak.Backbone(ak.TINY, device="gpu")
 
 
-def test_offline_download_failure_says_how_to_pass_a_file(monkeypatch):
-    def offline(*args, **kwargs):
-        raise RuntimeError("Failed to download weights for tag 'openai': Name or service not known")
+@pytest.mark.parametrize("name,pretrained", [("ViT-B-32", "openai"),
+                                             ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)])
+def test_offline_weights_fail_in_seconds_and_say_how_to_pass_a_file(name, pretrained, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match=r"cannot be reached.*--pretrained FILE.*local-dir:") as info:
+        ak.Backbone(name, pretrained=pretrained, cache_dir=str(tmp_path))
+    assert time.perf_counter() - start < 20
+    if name.startswith("hf-hub:"):
+        assert "the download from the Hugging Face Hub failed" in str(info.value)
 
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", offline)
-    with pytest.raises(ValueError, match=r"could not be downloaded \(no network\?\).*pretrained='/path/to/"):
-        ak.Backbone("ViT-B-32", pretrained="openai")
+
+def tiny_checkpoint_folder(folder, **model_options):
+    """A local-dir: folder (open_clip_config.json + safetensors weights) holding the tiny model."""
+    from safetensors.torch import save_file
+
+    config = json.loads((Path(ak.backbones.__file__).parent / "model_configs" / "adaptkit-tiny.json").read_text())
+    config.update(model_options)
+    source = ak.Backbone(ak.TINY, device="cpu", init_seed=11)
+    folder.mkdir(parents=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": {
+        "mean": list(source.mean), "std": list(source.std)}}))
+    state = {k: v.contiguous() for k, v in source.model.state_dict().items()}
+    if "init_logit_scale" in model_options:
+        state["logit_scale"] = torch.tensor(float(model_options["init_logit_scale"]))
+    if "init_logit_bias" in model_options:
+        state["logit_bias"] = torch.tensor(float(model_options["init_logit_bias"]))
+    save_file(state, folder / "open_clip_model.safetensors")
+    return source
+
+
+def test_local_dir_checkpoint_loads_and_encodes_exactly_as_the_model(tmp_path):
+    source = tiny_checkpoint_folder(tmp_path / "ckpt")
+    loaded = ak.Backbone(f"local-dir:{tmp_path / 'ckpt'}", device="cpu")
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(loaded.encode_images(x), source.encode_images(x))
+    assert torch.equal(loaded.encode_texts(["a cat"]), source.encode_texts(["a cat"]))
+    weights = tmp_path / "ckpt" / "open_clip_model.safetensors"
+    assert loaded.identity["weights"] == "sha256:" + ak.storage.file_sha256(weights)
+    assert loaded.identity["model"] == f"local-dir:{(tmp_path / 'ckpt').resolve()}"
+    assert ak.Backbone.from_identity(loaded.identity, device="cpu").identity == loaded.identity
+    with pytest.raises(ValueError, match="has no open_clip_config.json"):
+        ak.Backbone(f"local-dir:{tmp_path}")
+    with pytest.raises(ValueError, match="names carry their own weights"):
+        ak.Backbone(f"local-dir:{tmp_path / 'ckpt'}", pretrained="openai")
+
+
+def test_siglip_style_scale_and_bias_are_the_models_own_and_adapters_keep_clip_scale(tmp_path):
+    tiny_checkpoint_folder(tmp_path / "siglip", init_logit_scale=math.log(10.0), init_logit_bias=-10.0)
+    bb = ak.Backbone(f"local-dir:{tmp_path / 'siglip'}", device="cpu")
+    assert bb.logit_scale == pytest.approx(10.0) and bb.logit_bias == pytest.approx(-10.0)
+    pixels, texts = torch.randn(4, 3, 32, 32), ["a", "b", "c"]
+    with torch.no_grad():
+        image, text, scale, bias = bb.model(pixels, bb.tokenizer(texts))
+    expected = scale * image @ text.T + bias
+    torch.testing.assert_close(bb.model_logits(bb.encode_images(pixels), bb.encode_texts(texts)), expected)
+    weights = bb.encode_texts(texts)
+    features = bb.encode_images(pixels)
+    zero_shot = ak.ZeroShot(device="cpu").fit(features, [0, 1, 2, 0], text_weights=weights)
+    torch.testing.assert_close(zero_shot.logits(features), 100.0 * features @ weights.T)
+    assert torch.equal(zero_shot.logits(features).argmax(1), expected.argmax(1))
+
+
+def test_pretrained_tags_are_listed_and_open_clip_logs_stay_off_the_root_logger(caplog):
+    tags = ak.list_backbones(pretrained=True)
+    assert "openai" in tags["ViT-B-32"] and tags[ak.TINY] == []
+    assert ak.TINY in ak.list_backbones()
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with caplog.at_level("DEBUG"):
+        ak.Backbone(ak.TINY, device="cpu")
+    assert root.handlers == handlers
+    assert "initialized randomly" not in caplog.text
 
 
 def test_support_augmentation_matches_resolution(tiny):
@@ -105,7 +179,7 @@ def test_from_identity_rebuilds_or_asks_for_the_file(tiny, tmp_path):
     path = tmp_path / "w.pt"
     torch.save(tiny.model.state_dict(), path)
     from_file = ak.Backbone(ak.TINY, pretrained=str(path), device="cpu")
-    with pytest.raises(ValueError, match="pass that file as pretrained="):
+    with pytest.raises(ValueError, match=r"pass that file as pretrained \(CLI: --pretrained FILE\)"):
         ak.Backbone.from_identity(from_file.identity)
     assert ak.Backbone.from_identity(from_file.identity, pretrained=str(path), device="cpu").identity == \
         from_file.identity

@@ -86,7 +86,7 @@ def test_coop_missing_files_say_what_to_prepare(tmp_path):
         ak.datasets.load("dtd", root=tmp_path)
     with pytest.raises(ValueError, match="root is required"):
         ak.datasets.load("dtd")
-    with pytest.raises(ValueError, match="name must be one of"):
+    with pytest.raises(ValueError, match="dataset must be one of"):
         ak.datasets.load("pets")
 
 

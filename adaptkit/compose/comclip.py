@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..backbones import Backbone, load_image
+from ..backbones import Backbone
+from ..data.decode import load_image
 from .parsing import Triplet, default_parser
 from .regions import Box, GridProposer, masked, union
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..text import DATASET_TEMPLATES
 from .base import Dataset, ImageSet
-from .folder import IMAGE_EXTENSIONS
+from .sources import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .._validation import check_features
-from ..features import atomic_write
+from ..storage import atomic_write
 
 KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 

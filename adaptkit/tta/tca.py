@@ -28,8 +28,9 @@ from safetensors.torch import load_file, save_file
 
 from .._validation import check_features
 from ..adapters.base import LOGIT_SCALE
-from ..backbones import Backbone, load_image
-from ..features import atomic_write
+from ..backbones import Backbone
+from ..data.decode import load_image
+from ..storage import atomic_write
 from .condense import POLICIES, default_layers, flops_per_image, make_policy
 from .tokens import check_vit, vit_forward
 

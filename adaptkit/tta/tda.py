@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from .._validation import check_features, resolve_device
 from ..adapters.base import LOGIT_SCALE
-from ..features import atomic_write
+from ..storage import atomic_write
 
 
 class TDA:

@@ -1,0 +1,193 @@
+"""Decoding what users have, image sources for large pools, image folders and ImageNet's variants."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import adaptkit as ak
+from adaptkit.data import ImageSet
+from adaptkit.data.decode import ImageDecodeError, decode_image
+from conftest import image_set, write_jpegs
+
+
+def pattern(height=24, width=40):
+    """An asymmetric RGB pattern, so rotations are told apart."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + 2 * y) % 256], axis=-1).astype(np.uint8)
+
+
+def test_exif_orientation_is_applied_and_encodes_like_the_transposed_pixels(tiny, tmp_path):
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(pattern()).save(plain, quality=95)
+    stored = np.asarray(Image.open(plain).convert("RGB"))
+    rotated = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(plain).save(rotated, quality=95, exif=exif)
+    decoded = np.asarray(decode_image(rotated))
+    expected = np.asarray(Image.fromarray(np.asarray(Image.open(rotated).convert("RGB"))).transpose(
+        Image.Transpose.ROTATE_270))
+    assert decoded.shape == (40, 24, 3) and np.array_equal(decoded, expected)
+    assert np.abs(decoded.astype(int) - np.rot90(stored, k=-1).astype(int)).mean() < 3
+    by_exif = ak.extract(tiny, ImageSet([str(rotated)], [0], ["x"], "exif"), cache_dir=False, progress=False)
+    by_pixels = ak.extract(tiny, ImageSet(expected[None].copy(), [0], ["x"], "pixels"), cache_dir=False,
+                           progress=False)
+    torch.testing.assert_close(by_exif.features, by_pixels.features, rtol=1e-5, atol=1e-6)
+
+
+def test_16_bit_png_and_float_tiff_keep_their_gradient(tmp_path):
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
+    png = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(png)
+    assert Image.open(png).mode.startswith("I")
+    gray = np.asarray(decode_image(png))[..., 0].astype(int)
+    assert gray[0, 0] == 0 and gray[0, -1] == 255 and (np.diff(gray[0]) >= 0).all() and len(set(gray[0])) > 50
+    assert np.array_equal(gray[0], np.rint(ramp[0].astype(np.int64) * 255 / 65535).astype(int))
+    for values, expected_top in ((np.linspace(0.0, 1.0, 64), 255), (np.linspace(-3.0, 5.0, 64), 255)):
+        tiff = tmp_path / "ramp.tif"
+        Image.fromarray(np.tile(values.astype(np.float32), (4, 1)), mode="F").save(tiff)
+        row = np.asarray(decode_image(tiff))[0, :, 0].astype(int)
+        assert row[0] == 0 and row[-1] == expected_top and (np.diff(row) >= 0).all() and len(set(row)) > 50
+
+
+def test_decompression_bombs_truncated_and_foreign_files_name_the_file(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((30, 30, 3), dtype=np.uint8)).save(big)
+    monkeypatch.setenv("ADAPTKIT_MAX_IMAGE_PIXELS", "100")
+    with pytest.raises(ImageDecodeError, match=f"cannot read image {big}: .*ADAPTKIT_MAX_IMAGE_PIXELS"):
+        decode_image(big)
+    monkeypatch.setenv("ADAPTKIT_MAX_IMAGE_PIXELS", "none")
+    assert decode_image(big).size == (30, 30)
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match=f"cannot read image {text}: not an image file"):
+        decode_image(text)
+    with pytest.raises(FileNotFoundError, match="image file not found"):
+        ak.data.decode.load_image(tmp_path / "nope.jpg")
+
+
+def test_non_utf8_file_names_are_read_and_reported(tiny, tmp_path):
+    name = os.fsdecode(b"caf\xe9-\xff.jpg")
+    path = str(tmp_path / name)
+    Image.fromarray(pattern()).save(path)
+    broken = str(tmp_path / os.fsdecode(b"bad\xfe.jpg"))
+    Path(broken).write_bytes(b"")
+    images = ImageSet([path, broken], [0, 0], ["x"], "latin1")
+    fs = ak.extract(tiny, images, cache_dir=tmp_path / "cache", on_error="skip", progress=False)
+    assert len(fs) == 1
+    [skipped] = fs.metadata["skipped"]
+    assert skipped["image"].endswith("bad\\xfe.jpg")
+    json.dumps(fs.metadata)
+    again = ak.extract(tiny, images, cache_dir=tmp_path / "cache", on_error="skip", progress=False)
+    assert torch.equal(again.features, fs.features)
+
+
+def test_image_folders_ignore_hidden_entries_and_name_bad_class_folders(tmp_path):
+    write_jpegs(tmp_path / "data", n_classes=3, per_class=6)
+    (tmp_path / "data" / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(pattern()).save(tmp_path / "data" / ".ipynb_checkpoints" / "x.jpg")
+    Image.fromarray(pattern()).save(tmp_path / "data" / "class_0" / ".hidden.jpg")
+    ds = ak.datasets.load("imagefolder", root=tmp_path / "data")
+    assert ds.classnames == ["class 0", "class 1", "class 2"]
+    assert sum(len(s) for s in ds.splits.values()) == 18
+    assert not any(".hidden" in p or ".ipynb" in p for s in ds.splits.values() for p in s.images)
+    (tmp_path / "data" / "class_3").mkdir()
+    with pytest.raises(ValueError, match="class folder.* without images.*class_3"):
+        ak.datasets.load("imagefolder", root=tmp_path / "data")
+    for path in (tmp_path / "data" / "class_2").glob("*.jpg"):
+        if path.name != "0000.jpg":
+            path.unlink()
+    Image.fromarray(pattern()).save(tmp_path / "data" / "class_3" / "a.jpg")
+    with pytest.raises(ValueError, match="class folder .*class_2 has 1 image.*too few to split"):
+        ak.datasets.load("imagefolder", root=tmp_path / "data")
+
+
+def test_image_folder_class_name_files(tmp_path):
+    write_jpegs(tmp_path / "wnids", n_classes=2, per_class=5)
+    pairs = tmp_path / "names.txt"
+    pairs.write_text("class_1 goldfish\nclass_0 tench\nn99 unused\n")
+    assert ak.datasets.load("imagefolder", root=tmp_path / "wnids", classnames=pairs).classnames == ["tench", "goldfish"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("tench\ngoldfish\n")
+    assert ak.datasets.load("imagefolder", root=tmp_path / "wnids", classnames=plain).classnames == ["tench", "goldfish"]
+    plain.write_text("only one\n")
+    with pytest.raises(ValueError, match="lists 1 names for 2 class folders"):
+        ak.datasets.load("imagefolder", root=tmp_path / "wnids", classnames=plain)
+
+
+def test_webdataset_and_parquet_give_the_features_of_the_same_images_in_a_folder(tiny, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import webdataset as wds
+
+    paths = write_jpegs(tmp_path / "folder", n_classes=3, per_class=7)
+    folder = image_set(paths)
+    shards = []
+    for number, chunk in enumerate((paths[:10], paths[10:])):
+        shard = tmp_path / f"pool-{number:03d}.tar"
+        with wds.TarWriter(str(shard)) as sink:
+            for path in chunk:
+                label = int(path.split("class_")[1].split("/")[0])
+                sink.write({"__key__": f"{Path(path).parent.name}_{Path(path).stem}", "jpg": Path(path).read_bytes(),
+                            "cls": label, "txt": "a caption"})
+        shards.append(shard)
+    from_tar = ImageSet.from_webdataset(str(tmp_path / "pool-{000..001}.tar"), classnames=folder.classnames)
+    assert np.array_equal(from_tar.labels, folder.labels) and len(from_tar) == len(folder)
+    assert from_tar.describe(0).endswith("pool-000.tar:class_0_0000.jpg")
+
+    images = pa.array([{"bytes": Path(p).read_bytes(), "path": p} for p in paths])
+    table = pa.table({"image": images, "label": pa.array(folder.labels)})
+    info = {"info": {"features": {"label": {"_type": "ClassLabel", "names": folder.classnames},
+                                  "image": {"_type": "Image"}}}}
+    table = table.replace_schema_metadata({"huggingface": json.dumps(info)})
+    parquet = tmp_path / "pool.parquet"
+    pq.write_table(table, parquet, row_group_size=8)
+    from_parquet = ImageSet.from_parquet(parquet)
+    assert from_parquet.classnames == folder.classnames and np.array_equal(from_parquet.labels, folder.labels)
+
+    expected = ak.extract(tiny, folder, cache_dir=False, progress=False).features
+    for other in (from_tar, from_parquet):
+        got = ak.extract(tiny, other, cache_dir=tmp_path / "cache", progress=False, num_workers=2)
+        assert torch.equal(got.features, expected)
+    shot = from_parquet.few_shot(2, seed=1)
+    assert len(shot) == 6 and shot.fingerprint() != from_parquet.fingerprint()
+    unlabeled = ImageSet.from_webdataset(str(shards[0]), label_key=None)
+    assert unlabeled.classnames == ["unlabeled"] and len(unlabeled) == 10
+
+
+def imagenet_root(tmp_path, name, wnid_folders=None, by_index=None):
+    from adaptkit.data.imagenet_variants import VARIANTS
+
+    root = tmp_path / "data"
+    layout = VARIANTS[name]
+    (root / "imagenet").mkdir(parents=True, exist_ok=True)
+    (root / "imagenet" / "classnames.txt").write_text("".join(f"n{i:08d} class number {i}\n" for i in range(1000)))
+    images = root / layout.folder / layout.images
+    folders = [str(i) for i in by_index] if by_index else [f"n{i:08d}" for i in wnid_folders]
+    for k, folder in enumerate(folders):
+        (images / folder).mkdir(parents=True)
+        for j in range(2):
+            Image.fromarray(pattern()).save(images / folder / f"{j}.jpg")
+    return root
+
+
+def test_imagenet_variants_load_with_their_class_subsets(tmp_path):
+    root = imagenet_root(tmp_path, "imagenet_a", wnid_folders=[7, 1, 999])
+    dataset = ak.datasets.load("imagenet_a", root=root)
+    assert dataset.classnames == ["class number 1", "class number 7", "class number 999"]
+    assert dataset.class_indices.tolist() == [1, 7, 999] and sorted(dataset.splits) == ["test"]
+    assert dataset.templates == ak.text.IMAGENET_TEMPLATES and len(dataset.split("test")) == 6
+    v2 = ak.datasets.load("imagenet_v2", root=imagenet_root(tmp_path / "v2", "imagenet_v2", by_index=[0, 5]))
+    assert v2.classnames == ["class number 0", "class number 5"] and v2.class_indices.tolist() == [0, 5]
+    with pytest.raises(ValueError, match="imagenet_r: image folder not found.*imagenet-r.tar"):
+        ak.datasets.load("imagenet_r", root=tmp_path / "nothing")
+    with pytest.raises(ValueError, match="split must be one of"):
+        dataset.few_shot(1, seed=1)
