@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from .adapters.base import Adapter
 from .backbones import Backbone
+from .data.decode import display_path, load_image
 from .data.sources import IMAGE_EXTENSIONS
 
 
 def expand_images(images: Any) -> list:
-    """A flat list of images from paths, folders (their image files, sorted), PIL images, or a
-    preprocessed (N, 3, H, W) tensor (returned as is)."""
+    """A flat list of images from paths, folders (their visible image files, sorted), PIL images,
+    or a preprocessed (N, 3, H, W) tensor (returned as is)."""
     if isinstance(images, torch.Tensor):
         return images
     if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
@@ -26,7 +29,9 @@ def expand_images(images: Any) -> list:
     out = []
     for image in images:
         if isinstance(image, (str, os.PathLike)) and Path(image).is_dir():
-            out += sorted(str(p) for p in Path(image).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            folder = Path(image)
+            out += sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                          and not any(part.startswith(".") for part in p.relative_to(folder).parts))
         else:
             out.append(image)
     return out
@@ -43,6 +48,16 @@ def check_backbone_matches(backbone: Backbone, identity: dict | None) -> None:
                              "predictions would be meaningless")
 
 
+@dataclass
+class Prediction:
+    """One input of :meth:`Predictor.classify`: its name, its ranked (class, probability) pairs,
+    or why it could not be classified."""
+
+    image: str
+    top: list[tuple[str, float]] | None
+    error: str | None = None
+
+
 class Predictor:
     """A frozen backbone and a fitted adapter behind ``predict(images)``.
 
@@ -54,12 +69,26 @@ class Predictor:
     classnames : names of the adapter's classes; default: those saved with the adapter, else the
         class labels as strings.
     batch_size : images per forward pass.
+    allow_unchecked_backbone : an adapter that records no backbone (fitted in this session, or
+        saved without ``backbone=``) cannot be checked; by default that gives a warning, ``True``
+        accepts it silently.
     """
 
     def __init__(self, backbone: Backbone, adapter: Adapter, classnames: Sequence[str] | None = None,
-                 batch_size: int = 64):
+                 batch_size: int = 64, allow_unchecked_backbone: bool = False):
+        if not isinstance(backbone, Backbone):
+            raise TypeError(f"backbone must be an adaptkit.Backbone; got {type(backbone).__name__}")
+        if not isinstance(adapter, Adapter):
+            raise TypeError(f"adapter must be an adaptkit adapter; got {type(adapter).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         check_is_fitted(adapter)
-        check_backbone_matches(backbone, getattr(adapter, "backbone_identity_", None))
+        identity = getattr(adapter, "backbone_identity_", None)
+        if identity is None and not allow_unchecked_backbone:
+            warnings.warn("the adapter records no backbone, so adaptkit cannot check that this backbone encodes "
+                          "images as its features were encoded; save it with adapter.save(path, backbone=backbone), "
+                          "or pass allow_unchecked_backbone=True", UserWarning, stacklevel=2)
+        check_backbone_matches(backbone, identity)
         if backbone.embed_dim != adapter.n_features_in_:
             raise ValueError(f"the backbone's features have {backbone.embed_dim} dimensions but the adapter "
                              f"expects {adapter.n_features_in_}")
@@ -79,8 +108,41 @@ class Predictor:
         """The most probable class name per image."""
         return [self.classnames[i] for i in self.predict_proba(images).argmax(axis=1)]
 
-    def top_k(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
-        """The ``k`` most probable (class name, probability) pairs per image."""
-        proba = self.predict_proba(images)
+    def _check_k(self, k) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self.classnames):
+            raise ValueError(f"k must be an integer in [1, {len(self.classnames)}] (the number of classes); got {k!r}")
+        return int(k)
+
+    def _ranked(self, proba: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
         return [[(self.classnames[j], float(row[j])) for j in idx] for row, idx in zip(proba, order)]
+
+    def top_k(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The ``k`` most probable (class name, probability) pairs per image, 1 ≤ k ≤ C."""
+        k = self._check_k(k)
+        return self._ranked(self.predict_proba(images), k)
+
+    def classify(self, images, k: int = 1) -> list[Prediction]:
+        """Each input on its own: a :class:`Prediction` per image (paths and folders expanded),
+        with its top ``k`` classes, or the reason it could not be read. One bad file never stops
+        the others."""
+        k = self._check_k(k)
+        items = expand_images(images)
+        if isinstance(items, torch.Tensor):
+            return [Prediction(f"tensor[{i}]", top) for i, top in enumerate(self.top_k(items, k))]
+        results: list[Prediction | None] = [None] * len(items)
+        for start in range(0, len(items), self.batch_size):
+            pixels, owners = [], []
+            for index in range(start, min(len(items), start + self.batch_size)):
+                item = items[index]
+                name = display_path(item) if isinstance(item, (str, os.PathLike)) else f"image[{index}]"
+                try:
+                    pixels.append(self.backbone.preprocess(load_image(item)))
+                    owners.append((index, name))
+                except (ValueError, OSError, TypeError) as err:
+                    results[index] = Prediction(name, None, str(err))
+            if pixels:
+                proba = self.adapter.predict_proba(self.backbone.encode_batch(torch.stack(pixels)))
+                for (index, name), top in zip(owners, self._ranked(proba, k)):
+                    results[index] = Prediction(name, top)
+        return results

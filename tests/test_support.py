@@ -76,7 +76,7 @@ def test_save_load_round_trip_and_damage(tmp_path):
         keys, labels=np.arange(800) % 9, paths=[f"img/{i}.jpg" for i in range(800)],
         captions=[f"caption {i}" for i in range(800)])
     index.metadata = {"pool": "synthetic"}
-    path = tmp_path / "pool.faiss"
+    path = tmp_path / "pool.safetensors"
     index.save(path)
     loaded = SupportIndex.load(path, device="cpu")
     for a, b in zip(index.search(queries, 5), loaded.search(queries, 5)):
@@ -84,14 +84,46 @@ def test_save_load_round_trip_and_damage(tmp_path):
     np.testing.assert_array_equal(loaded.labels, index.labels)
     assert loaded.paths[7] == "img/7.jpg" and loaded.captions[3] == "caption 3"
     assert loaded.kind == "ivf_flat" and loaded.metadata == {"pool": "synthetic"}
-    path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ValueError, match="missing a part or damaged"):
+    blob = path.read_bytes()
+    path.write_bytes(blob[:200])
+    with pytest.raises(ValueError, match="pool.safetensors is not a support index file adaptkit can trust"):
+        SupportIndex.load(path)
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 0x04
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="SHA-256"):
         SupportIndex.load(path)
 
 
+def test_out_of_core_index_over_a_sharded_store_finds_the_exact_neighbours(tiny, tmp_path):
+    rng = np.random.default_rng(0)
+    images = ak.datasets.ImageSet(rng.integers(0, 255, (900, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 900),
+                                  ["a", "b", "c"], "pool")
+    entry = ak.extract(tiny, images, cache_dir=tmp_path / "cache", load=False, shard_size=128, progress=False)
+    assert len(entry.manifest["shards"]) == 4
+    on_disk = SupportIndex.from_entry(entry, tmp_path / "lists", "ivf_flat", nlist=8, nprobe=8, train_size=400)
+    features = entry.load().features
+    exact = SupportIndex(features.shape[1], "flat", device="cpu").add(features)
+    queries = features[::30] + 0.01 * torch.randn(30, features.shape[1])
+    for a, b in zip(on_disk.search(queries, 7), exact.search(queries, 7)):
+        torch.testing.assert_close(a, b)
+    np.testing.assert_array_equal(on_disk.labels, images.labels)
+    np.testing.assert_array_equal(on_disk.ids, np.arange(900))
+    assert (tmp_path / "lists" / "lists.ivfdata").is_file()
+    on_disk.save(tmp_path / "pool.safetensors")
+    reloaded = SupportIndex.load(tmp_path / "pool.safetensors")
+    assert torch.equal(reloaded.search(queries, 7)[1], exact.search(queries, 7)[1])
+    with pytest.raises(ValueError, match="takes no more keys"):
+        reloaded.add(features[:2])
+
+
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="kind must be one of"):
+    with pytest.raises(ValueError, match="'kind' parameter of SupportIndex must be a str among"):
         SupportIndex(8, "lsh")
+    for kwargs, match in [({"nprobe": 0}, "'nprobe'"), ({"pq_bits": 40}, "'pq_bits'"), ({"nlist": True}, "'nlist'"),
+                          ({"device": "tpu"}, "'device'")]:
+        with pytest.raises(ValueError, match=match):
+            SupportIndex(8, **kwargs)
     with pytest.raises(ValueError, match="pq_m must divide dim=10"):
         SupportIndex(10, "ivf_pq", pq_m=4)
     index = SupportIndex(8, device="cpu")

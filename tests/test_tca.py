@@ -163,6 +163,54 @@ def test_anchors_appear_once_every_class_has_two_items_and_state_round_trips(tin
     torch.testing.assert_close(other.update_predict(pixels), tca.update_predict(pixels))
 
 
+def test_tca_state_is_a_value_validated_and_rebuilt_from_its_file(tiny, tmp_path):
+    T = F.normalize(torch.randn(3, 64), dim=-1)
+    a = TCA(tiny, T, reservoir_size=2, keep=0.8)
+    a.update_predict(torch.randn(6, 3, 32, 32))
+    snapshot = a.state_dict()
+    b = TCA(tiny, T, reservoir_size=2, keep=0.8)
+    b.load_state_dict(a.state_dict())
+    b.update_predict(torch.randn(5, 3, 32, 32))
+    assert all(torch.equal(snapshot[k], a.state_dict()[k]) for k in snapshot)
+    broken = a.state_dict()
+    broken["cls"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"TCA state\['cls'\] holds NaN"):
+        b.load_state_dict(broken)
+    wide = a.state_dict()
+    wide["features"] = wide["features"].double()
+    with pytest.raises(ValueError, match=r"state\['features'\] must be float32"):
+        b.load_state_dict(wide)
+    path = tmp_path / "tca.safetensors"
+    a.save(path)
+    rebuilt = TCA.from_file(path, device="cpu")
+    assert rebuilt.policy.keep == 0.8 and rebuilt.reservoir_size == 2
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(rebuilt.update_predict(pixels), a.update_predict(pixels))
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(ValueError, match="tca.safetensors is not a TCA state file adaptkit can trust"):
+        TCA.from_file(path, device="cpu")
+
+
+def test_tca_checks_its_images_and_parameters(tiny):
+    T = F.normalize(torch.randn(3, 64), dim=-1)
+    tca = TCA(tiny, T)
+    with pytest.raises(ValueError, match="finite float pixels"):
+        tca.update_predict(torch.full((1, 3, 32, 32), float("nan")))
+    with pytest.raises(ValueError, match=r"must have shape \(N, 3, 32, 32\)"):
+        tca.update_predict(torch.randn(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="images is empty"):
+        tca.update_predict([])
+    with pytest.raises(ValueError, match="images is empty"):
+        tca.update_predict(torch.randn(0, 3, 32, 32))
+    assert all(not it for it in tca.reservoir)
+    for kwargs, match in [({"keep": 0.0}, "'keep' parameter of TCA"), ({"condense": "pool"}, "'condense'"),
+                          ({"reservoir_size": True}, "'reservoir_size'"), ({"scale": 0.0}, "'scale'")]:
+        with pytest.raises(ValueError, match=match):
+            TCA(tiny, T, **kwargs)
+    with pytest.raises(ValueError, match="at least two classes"):
+        TCA(tiny, T[:1])
+
+
 def test_non_vit_backbone_is_refused():
     backbone = ak.Backbone("RN50", device="cpu")
     with pytest.raises(ValueError, match="token condensation needs a ViT image tower; RN50 has ModifiedResNet"):

@@ -122,5 +122,71 @@ def test_state_round_trip_and_reset(tmp_path):
         TDA(T[:3], device="cpu").load_state_dict(other.state_dict())
     with pytest.raises(ValueError, match="X has 5 features, but TDA is expecting 32"):
         tda.update_predict(np.ones((2, 5), np.float32))
-    with pytest.raises(ValueError, match="entropy_normalization must be"):
+    with pytest.raises(ValueError, match="The 'entropy_normalization' parameter of TDA must be a str among"):
         TDA(T, entropy_normalization="bits")
+
+
+def test_a_state_is_a_value_forked_streams_stay_independent():
+    X, _, T = stream()
+    a = TDA(T, device="cpu")
+    a.update_predict(X[:40])
+    snapshot = a.state_dict()
+    b = TDA(T, device="cpu")
+    b.load_state_dict(a.state_dict())
+    b.update_predict(X[40:])
+    after = a.state_dict()
+    assert all(torch.equal(snapshot[k], after[k]) for k in snapshot)
+    assert not torch.equal(b.state_dict()["pos_keys"], after["pos_keys"])
+    state = a.state_dict()
+    state["pos_keys"].fill_(7.0)
+    assert not torch.equal(a.state_dict()["pos_keys"], state["pos_keys"])
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda s: s["pos_keys"].__setitem__((0, 0, 0), float("nan")), r"state\['pos_keys'\] holds NaN or infinite"),
+    (lambda s: s["pos_entropy"].__setitem__((1, 0), float("nan")), r"state\['pos_entropy'\] holds NaN"),
+    (lambda s: s["neg_masks"].__setitem__((0, 0, 0), 0.5), r"state\['neg_masks'\] holds values other than 0"),
+    (lambda s: s.__setitem__("neg_keys", s["neg_keys"].double()), r"state\['neg_keys'\] must be float32"),
+    (lambda s: s.pop("neg_masks"), "state must hold exactly"),
+])
+def test_loaded_states_are_validated(damage, match):
+    X, _, T = stream()
+    tda = TDA(T, device="cpu")
+    tda.update_predict(X[:30])
+    state = tda.state_dict()
+    damage(state)
+    with pytest.raises(ValueError, match=match):
+        TDA(T, device="cpu").load_state_dict(state)
+
+
+def test_state_files_are_checksummed_and_rebuild_the_tda(tmp_path):
+    X, _, T = stream()
+    tda = TDA(T, pos_alpha=1.5, device="cpu")
+    tda.update_predict(X[:50])
+    path = tmp_path / "tda.safetensors"
+    tda.save(path)
+    rebuilt = TDA.from_file(path, device="cpu")
+    assert rebuilt.pos_alpha == 1.5
+    torch.testing.assert_close(rebuilt.update_predict(X[50:]), tda.update_predict(X[50:]))
+    blob = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="cut.safetensors is not a TDA state file adaptkit can trust"):
+        TDA(T, device="cpu").load(tmp_path / "cut.safetensors")
+    flipped = bytearray(blob)
+    flipped[-3] ^= 0x01
+    (tmp_path / "flip.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="flip.safetensors .*SHA-256"):
+        TDA.from_file(tmp_path / "flip.safetensors")
+    with pytest.raises(ValueError, match="other text weights"):
+        TDA(T[::-1].copy(), device="cpu").load(path)
+
+
+def test_tda_needs_two_classes_and_valid_parameters():
+    with pytest.raises(ValueError, match="at least two classes"):
+        TDA(np.ones((1, 4), np.float32))
+    T = np.eye(3, dtype=np.float32)
+    for kwargs, match in [({"pos_capacity": 0}, "'pos_capacity' parameter"), ({"pos_beta": -1.0}, "'pos_beta'"),
+                          ({"neg_alpha": float("nan")}, "'neg_alpha'"), ({"neg_entropy": (0.5, 0.2)}, "'neg_entropy'"),
+                          ({"neg_mask": (0.0, 2.0)}, "'neg_mask'"), ({"device": "gpu"}, "'device' parameter")]:
+        with pytest.raises(ValueError, match=match):
+            TDA(T, **kwargs)

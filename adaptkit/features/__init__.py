@@ -98,6 +98,42 @@ class FeatureSet:
         save_features(self, path, dtype)
 
 
+class FeatureEntry:
+    """A finished cache entry on disk, not loaded: for sets larger than memory.
+
+    ``shape``, ``classnames`` and ``metadata`` describe it; :meth:`iter_shards` yields its rows
+    shard by shard (verified) and :meth:`load` assembles the whole :class:`FeatureSet`."""
+
+    def __init__(self, store: FeatureStore, key: str, manifest: dict):
+        self.store, self.key, self.manifest = store, key, manifest
+        self.shape = tuple(manifest["shape"])
+        self.classnames = list(manifest["classnames"])
+        self.metadata = {**manifest["metadata"], **({"skipped": manifest["skipped"]} if manifest["skipped"] else {})}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"FeatureEntry({self.metadata.get('name')!r}, shape={self.shape}, {len(self.manifest['shards'])} shards)"
+
+    def iter_shards(self):
+        """(features float32 (n, [V,] D), labels (n,), positions (n,)) per shard, in order."""
+        for number, shard in enumerate(self.manifest["shards"]):
+            plan = ShardPlan(number, shard["start"], shard["stop"], shard["id"])
+            try:
+                tensors, _ = self.store.read_shard(plan)
+            except UntrustedFileError as err:
+                raise ValueError(f"{err}; run extract again to re-encode it") from None
+            yield tensors["features"].float(), tensors["labels"], tensors["positions"]
+
+    def load(self, on_error: str = "skip") -> FeatureSet:
+        """The whole entry as one FeatureSet."""
+        assembled = self.store.assemble(self.key, self.manifest)
+        if assembled is None:
+            raise ValueError(f"feature cache entry {self.key} is damaged; run extract again to re-encode it")
+        return _feature_set(self.manifest, assembled[0], assembled[1], on_error)
+
+
 def cache_key(backbone: Backbone, images: ImageSet, transform: str, views: int, seed: int, dtype: str) -> str:
     """SHA-256 of everything that changes the stored numbers."""
     description = {
@@ -208,6 +244,7 @@ _CONSTRAINTS = {
     "shard_size": [IntRange(1, None, closed="left"), StrOptions({"auto"})],
     "progress": ["boolean"],
     "refresh": ["boolean"],
+    "load": ["boolean"],
     "address": [str, None],
 }
 
@@ -242,6 +279,19 @@ def _read_entry(store: FeatureStore, key: str, on_error: str) -> FeatureSet | No
     return _feature_set(manifest, *assembled[:2], on_error)
 
 
+def _entry(store: FeatureStore, key: str, on_error: str) -> FeatureEntry | None:
+    """The published entry as a handle, its shards verified (a damaged one is deleted: ``None``)."""
+    manifest = store.read_manifest(key)
+    if manifest is None:
+        return None
+    for number, shard in enumerate(manifest["shards"]):
+        if _shard_rows(store, ShardPlan(number, shard["start"], shard["stop"], shard["id"])) is None:
+            return None
+    if manifest.get("skipped") and on_error == "raise":
+        _feature_set(manifest, torch.empty(0), torch.empty(0), on_error)
+    return FeatureEntry(store, key, manifest)
+
+
 def _encoder(engine: str):
     if engine == "ray":
         from .ray_engine import encode_ray
@@ -256,7 +306,7 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
             cache_dir: str | os.PathLike | bool | None = None, dtype: str = "float32",
             num_workers: int | str = "auto", decode: str = "cpu", engine: str = "local", address: str | None = None,
             on_error: str = "raise", shard_size: int | str = "auto", progress: bool = True,
-            refresh: bool = False) -> FeatureSet:
+            refresh: bool = False, load: bool = True) -> FeatureSet | FeatureEntry:
     """Encode ``images`` with ``backbone``, through the on-disk cache.
 
     Parameters
@@ -285,6 +335,8 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
         the batches of an uninterrupted one (bit-identical features).
     progress : a progress bar on a terminal or in a notebook.
     refresh : encode again even when the cache has the entry.
+    load : ``False`` returns a :class:`FeatureEntry` (the stored entry, not loaded) for sets
+        larger than memory, such as retrieval pools.
     """
     if not isinstance(backbone, Backbone):
         raise TypeError(f"backbone must be an adaptkit.Backbone; got {type(backbone).__name__}")
@@ -294,7 +346,7 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
     check_params("extract", _CONSTRAINTS, {"views": views, "seed": seed, "batch_size": batch_size, "dtype": dtype,
                                            "num_workers": num_workers, "decode": decode, "engine": engine,
                                            "on_error": on_error, "shard_size": shard_size, "progress": progress,
-                                           "refresh": refresh, "address": address})
+                                           "refresh": refresh, "load": load, "address": address})
     if cache_dir is not False and cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a folder path, None (the default cache) or False; got {cache_dir!r}")
     if len(images) == 0:
@@ -317,19 +369,22 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
     if engine == "ray":
         options["address"] = address
     if cache_dir is False:
+        if not load:
+            raise ValueError("load=False keeps the features on disk; it needs the cache (cache_dir must not be False)")
         return _extract_in_memory(backbone, images, transform, views, seed, plans, key, dtype, encode, options)
 
     store = FeatureStore(expand_path(cache_dir, "cache_dir") if cache_dir is not None else default_cache_dir())
     store.check_writable()
+    read = _read_entry if load else _entry
     if not refresh:
-        found = _read_entry(store, key, on_error)
+        found = read(store, key, on_error)
         if found is not None:
             return found
     with store.lock(key):
         if refresh:
             store.remove(key)
         else:
-            found = _read_entry(store, key, on_error)
+            found = read(store, key, on_error)
             if found is not None:
                 return found
         for _ in range(3):
@@ -349,7 +404,7 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
                 tail = [backbone.embed_dim] if views == 1 else [views, backbone.embed_dim]
                 store.publish(key, plans, _description(images, backbone, key, views, seed, dtype, [rows, *tail],
                                                       skipped))
-                found = _read_entry(store, key, on_error)
+                found = read(store, key, on_error)
                 if found is not None:
                     return found
         raise RuntimeError(f"feature cache {store.root}: shards of {images.name} keep failing verification after "

@@ -19,11 +19,20 @@ On ``device="auto"`` the index moves to the GPU when faiss-gpu and a CUDA device
 (HNSW stays on CPU: faiss has no GPU HNSW); exact search gives the same results on either.
 Queries and features may be numpy arrays or torch tensors (CPU or CUDA); results come back as
 torch tensors on the queries' device.
+
+Pools larger than memory: :meth:`SupportIndex.from_entry` builds an IVF (or IVF-PQ) index from a
+stored feature-cache entry (``extract(..., load=False)``) out of core: it trains on a sample drawn
+across the entry's shards, adds the shards one at a time into per-shard blocks, and merges them
+into inverted lists kept in a file on disk (faiss's ``OnDiskInvertedLists``), memory-mapped at
+search time; labels and ids are memory-mapped ``.npy`` files. RAM then holds the coarse quantiser
+and one shard.
+
+:meth:`save` writes one checksummed safetensors file (the faiss index serialised, labels, ids,
+paths, captions, options); an on-disk index also needs its folder of lists.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -32,12 +41,15 @@ import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take and return torc
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from sklearn.utils._param_validation import StrOptions
 
+from .._params import Int, check_params
 from .._validation import check_features
-from ..storage import atomic_write
+from ..storage import expand_path, read_checked, write_checked
 
 KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
+INDEX_FORMAT = "adaptkit-support-index"
+INDEX_FORMAT_VERSION = 1
 
 
 def gpu_available() -> bool:
@@ -60,15 +72,18 @@ class SupportIndex:
     hnsw_m, ef_search : HNSW links per node and search breadth.
     """
 
+    _parameter_constraints = {"dim": [Int(1, None, closed="left")], "kind": [StrOptions(set(KINDS))],
+                              "device": [StrOptions({"auto", "cpu", "cuda"})], "nlist": [Int(1, None, closed="left"), None],
+                              "nprobe": [Int(1, None, closed="left")], "pq_m": [Int(1, None, closed="left"), None],
+                              "pq_bits": [Int(1, 16)], "refine": [Int(1, None, closed="left"), None],
+                              "hnsw_m": [Int(2, None, closed="left")], "ef_search": [Int(1, None, closed="left")]}
+
     def __init__(self, dim: int, kind: str = "flat", *, device: str = "auto", nlist: int | None = None,
                  nprobe: int = 16, pq_m: int | None = None, pq_bits: int = 8, refine: int | None = None,
                  hnsw_m: int = 32, ef_search: int = 128):
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-        if not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise ValueError(f"dim must be a positive integer; got {dim!r}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+        check_params("SupportIndex", self._parameter_constraints,
+                     {"dim": dim, "kind": kind, "device": device, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m,
+                      "pq_bits": pq_bits, "refine": refine, "hnsw_m": hnsw_m, "ef_search": ef_search})
         if device == "cuda" and not gpu_available():
             raise ValueError("device='cuda' needs faiss-gpu and a CUDA device; install the gpu extra or use 'cpu'")
         pq_m = pq_m or max(1, dim // 8)
@@ -84,13 +99,14 @@ class SupportIndex:
         self.paths: list[str] = []
         self.captions: list[str] = []
         self.metadata: dict = {}
+        self.lists_folder: str | None = None
         self._index = None
 
     def __len__(self) -> int:
         return 0 if self._index is None else int(self._index.ntotal)
 
     def __repr__(self) -> str:
-        where = "GPU" if self.on_gpu else "CPU"
+        where = "GPU" if self.on_gpu else ("CPU, lists on disk" if self.lists_folder else "CPU")
         return f"SupportIndex(kind={self.kind!r}, dim={self.dim}, keys={len(self)}, {where})"
 
     def _new_index(self, n_train: int):
@@ -133,6 +149,8 @@ class SupportIndex:
     def add(self, features, labels=None, *, ids=None, paths=None, captions=None) -> SupportIndex:
         """Add (N, D) features (L2-normalised here) with optional labels (N,), integer ids (default:
         running positions), file paths and captions. IVF kinds train on the first batch added."""
+        if self.lists_folder:
+            raise ValueError("an on-disk index is built once by SupportIndex.from_entry; it takes no more keys")
         X = self._prepare(features, "features")
         n = X.shape[0]
         labels = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(
@@ -164,7 +182,7 @@ class SupportIndex:
         """
         if self._index is None:
             raise ValueError("the index is empty: add features before searching")
-        if not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
             raise ValueError(f"k must be an integer in [1, {len(self)}] (the number of keys); got {k!r}")
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
         Q = self._prepare(queries, "queries")
@@ -183,36 +201,105 @@ class SupportIndex:
         return torch.as_tensor(np.stack([index.reconstruct(int(p)) for p in positions]) if positions.size else
                                np.zeros((0, self.dim), dtype=np.float32))
 
+    # --- out of core ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_entry(cls, entry, folder: str | os.PathLike, kind: str = "ivf_flat", *, train_size: int = 65536,
+                   seed: int = 0, **options) -> SupportIndex:
+        """Build an IVF or IVF-PQ index over a stored feature entry (``extract(..., load=False)``)
+        out of core, its inverted lists in ``folder`` on disk (see the module docstring).
+
+        ``train_size`` rows, drawn evenly across the shards with ``seed``, train the coarse
+        quantiser (and the product quantiser); ``options`` are the constructor's."""
+        from faiss.contrib.ondisk import merge_ondisk
+
+        if kind not in ("ivf_flat", "ivf_pq"):
+            raise ValueError(f"kind must be 'ivf_flat' or 'ivf_pq' for an on-disk index; got {kind!r}")
+        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
+            raise ValueError(f"train_size must be a positive integer; got {train_size!r}")
+        shape = entry.shape
+        if len(shape) != 2:
+            raise ValueError(f"the entry holds features of shape {shape}; an index needs one view per image (N, D)")
+        index = cls(shape[1], kind, device="cpu", **options)
+        folder = expand_path(folder, "folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        n_shards = len(entry.manifest["shards"])
+        rng = np.random.default_rng(seed)
+        per_shard = max(1, -(-min(train_size, shape[0]) // n_shards))
+        sample = []
+        for features, _, _ in entry.iter_shards():
+            take = rng.choice(features.shape[0], min(per_shard, features.shape[0]), replace=False)
+            sample.append(F.normalize(features[torch.as_tensor(np.sort(take))], dim=-1))
+        trained = index._new_index(shape[0])
+        trained.train(torch.cat(sample).contiguous())
+        del sample
+        blocks, labels_path, ids_path = [], folder / "labels.npy", folder / "ids.npy"
+        labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(shape[0],))
+        ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int64, shape=(shape[0],))
+        row = 0
+        for number, (features, shard_labels, positions) in enumerate(entry.iter_shards()):
+            block = faiss.clone_index(trained)
+            block.add_with_ids(F.normalize(features, dim=-1).contiguous().numpy(),
+                               np.arange(row, row + features.shape[0], dtype=np.int64))
+            path = folder / f"block-{number:05d}.index"
+            faiss.write_index(block, str(path))
+            blocks.append(str(path))
+            labels[row:row + features.shape[0]] = shard_labels.numpy()
+            ids[row:row + features.shape[0]] = positions.numpy()
+            row += features.shape[0]
+            del block
+        labels.flush()
+        ids.flush()
+        merge_ondisk(trained, blocks, str(folder / "lists.ivfdata"))
+        for path in blocks:
+            os.unlink(path)
+        index._index = trained
+        index.labels = np.load(labels_path, mmap_mode="r")
+        index.ids = np.load(ids_path, mmap_mode="r")
+        index.lists_folder = str(folder)
+        index.metadata = {"entry": entry.key, "name": entry.metadata.get("name"), "train_size": train_size,
+                          "seed": seed, "classnames": entry.classnames}
+        return index
+
+    # --- files ----------------------------------------------------------------------------------
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write ``path`` (faiss's own index format), ``path.safetensors`` (labels, ids) and
-        ``path.json`` (kind, options, paths, captions, metadata). Each file is written atomically."""
+        """Write the index to one checksummed safetensors file (atomically). An on-disk index
+        records its lists folder, which must stay where it is."""
         if self._index is None:
             raise ValueError("cannot save an empty index")
-        path = Path(path)
         cpu_index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
-        atomic_write(path, lambda tmp: faiss.write_index(cpu_index, str(tmp)))
-        tensors = {"labels": torch.from_numpy(self.labels), "ids": torch.from_numpy(self.ids)}
-        atomic_write(path.with_name(path.name + ".safetensors"), lambda tmp: save_file(tensors, tmp))
-        sidecar = {"dim": self.dim, "kind": self.kind, "options": self.options, "paths": self.paths,
-                   "captions": self.captions, "metadata": self.metadata}
-        atomic_write(path.with_name(path.name + ".json"), lambda tmp: Path(tmp).write_text(json.dumps(sidecar)))
+        tensors = {"index": torch.from_numpy(faiss.serialize_index(cpu_index))}
+        if not self.lists_folder:
+            tensors.update(labels=torch.from_numpy(np.asarray(self.labels)), ids=torch.from_numpy(np.asarray(self.ids)))
+        header = {"format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION, "dim": self.dim, "kind": self.kind,
+                  "options": self.options, "paths": self.paths, "captions": self.captions, "metadata": self.metadata,
+                  "lists_folder": self.lists_folder}
+        write_checked(expand_path(path), tensors, header)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> SupportIndex:
-        """Read an index written by :meth:`save`; a missing or damaged part raises ``ValueError``."""
-        path = Path(path)
+        """Read an index written by :meth:`save`; a missing or damaged file raises ``ValueError``
+        (``FileNotFoundError`` when absent) naming it."""
+        path = expand_path(path)
+        header, tensors = read_checked(path, INDEX_FORMAT, INDEX_FORMAT_VERSION, "a support index file")
+        loaded = cls(header["dim"], header["kind"], device=device, **header["options"])
+        loaded.paths, loaded.captions, loaded.metadata = header["paths"], header["captions"], header["metadata"]
+        loaded.lists_folder = header["lists_folder"]
         try:
-            sidecar = json.loads(path.with_name(path.name + ".json").read_text())
-            tensors = load_file(str(path.with_name(path.name + ".safetensors")))
-            index = faiss.read_index(str(path))
-        except Exception as err:  # faiss raises RuntimeError, safetensors its own error, json ValueError
-            raise ValueError(f"support index {path} is missing a part or damaged ({err})") from err
-        options = sidecar["options"]
-        loaded = cls(sidecar["dim"], sidecar["kind"], device=device, **options)
-        loaded.labels, loaded.ids = tensors["labels"].numpy(), tensors["ids"].numpy()
-        loaded.paths, loaded.captions, loaded.metadata = sidecar["paths"], sidecar["captions"], sidecar["metadata"]
+            if loaded.lists_folder:
+                folder = Path(loaded.lists_folder)
+                loaded.labels = np.load(folder / "labels.npy", mmap_mode="r")
+                loaded.ids = np.load(folder / "ids.npy", mmap_mode="r")
+                loaded.on_gpu = False
+            else:
+                loaded.labels, loaded.ids = tensors["labels"].numpy(), tensors["ids"].numpy()
+            index = faiss.deserialize_index(tensors["index"].numpy())
+        except (RuntimeError, OSError, KeyError) as err:
+            raise ValueError(f"support index {path}: cannot rebuild the index ({err})") from err
         if index.ntotal != len(loaded.labels) or index.d != loaded.dim:
             raise ValueError(f"support index {path}: the faiss index holds {index.ntotal} keys of dimension "
-                             f"{index.d}, the sidecar {len(loaded.labels)} of dimension {loaded.dim}")
-        loaded._index = loaded._to_device(index)
+                             f"{index.d}, the file records {len(loaded.labels)} of dimension {loaded.dim}")
+        loaded._index = index if loaded.lists_folder else loaded._to_device(index)
         return loaded
+

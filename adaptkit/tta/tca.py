@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from sklearn.utils._param_validation import StrOptions
 
+from .._params import FLOAT32_MAX, Float, Int, check_params
 from .._validation import check_features
 from ..adapters.base import LOGIT_SCALE
 from ..backbones import Backbone
 from ..data.decode import load_image
-from ..storage import atomic_write
 from .condense import POLICIES, default_layers, flops_per_image, make_policy
+from .state import check_state, read_state, refuse, save_state
 from .tokens import check_vit, vit_forward
 
 
@@ -49,20 +49,36 @@ class TCA:
     ranking : ``"mean"`` (released code, default) or ``"consensus"`` (paper) for ``tca``.
     lam, beta, scale : logit correction strength, sharpness and depth-weight temperature.
     use_anchors : prepend domain anchors at the condensation blocks.
+
+    ``state_dict()`` returns copies and ``load_state_dict`` copies in; ``save(path)`` writes a
+    checksummed file with the hyper-parameters, text weights and backbone identity, which
+    :meth:`from_file` (or ``adaptkit.load``) turns back into a TCA.
     """
+
+    _parameter_constraints = {"reservoir_size": [Int(1, None, closed="left")],
+                              "condense": [StrOptions(set(POLICIES)), None], "keep": [Float(0, 1, closed="right")],
+                              "layers": [list, tuple, None], "ranking": [StrOptions({"mean", "consensus"})],
+                              "lam": [Float(0, FLOAT32_MAX)], "beta": [Float(0, FLOAT32_MAX)],
+                              "scale": [Float(0, FLOAT32_MAX, closed="right")], "use_anchors": ["boolean"]}
 
     def __init__(self, backbone: Backbone, text_weights, *, reservoir_size: int = 3, condense: str | None = "tca",
                  keep: float = 0.9, layers: Sequence[int] | None = None, ranking: str = "mean", lam: float = 2.0,
                  beta: float = 5.0, scale: float = 0.5, use_anchors: bool = True):
+        params = {"reservoir_size": reservoir_size, "condense": condense, "keep": keep, "layers": layers,
+                  "ranking": ranking, "lam": lam, "beta": beta, "scale": scale, "use_anchors": use_anchors}
+        check_params("TCA", self._parameter_constraints, params)
+        if not isinstance(backbone, Backbone):
+            raise TypeError(f"backbone must be an adaptkit.Backbone; got {type(backbone).__name__}")
         visual = check_vit(backbone)
         n_blocks = len(visual.transformer.resblocks)
         self.backbone = backbone
         self.text_weights = F.normalize(check_features(text_weights, "text_weights", n_features=backbone.embed_dim,
                                                        device=backbone.device, estimator=backbone.name), dim=-1)
-        if not isinstance(reservoir_size, int) or reservoir_size < 1:
-            raise ValueError(f"reservoir_size must be a positive integer; got {reservoir_size!r}")
-        if condense is not None and condense not in POLICIES:
-            raise ValueError(f"condense must be one of {POLICIES} or None; got {condense!r}")
+        if self.text_weights.shape[0] < 2:
+            raise ValueError(f"TCA needs text weights of at least two classes; got {self.text_weights.shape[0]}")
+        if layers is not None and not all(isinstance(layer, int) and not isinstance(layer, bool) for layer in layers):
+            raise TypeError(f"layers must be a list of block indices; got {layers!r}")
+        self._params = {**params, "layers": None if layers is None else list(layers)}
         self.layers = tuple(layers) if layers is not None else default_layers(n_blocks)
         if any(not 0 <= layer < n_blocks for layer in self.layers):
             raise ValueError(f"layers must lie in [0, {n_blocks}); got {self.layers}")
@@ -110,11 +126,24 @@ class TCA:
             self.anchors = torch.stack([torch.stack([it["cls"] for it in r]).mean(dim=0) for r in self.reservoir])
 
     def _pixels(self, images) -> torch.Tensor:
+        """(N, 3, H, W) preprocessed pixels, checked: non-empty, finite, the backbone's size."""
         if isinstance(images, torch.Tensor):
-            return images[None] if images.ndim == 3 else images
-        if not isinstance(images, (list, tuple)):
-            images = [images]
-        return torch.stack([self.backbone.preprocess(load_image(im)) for im in images])
+            pixels = images[None] if images.ndim == 3 else images
+            expected = (3, *self.backbone.image_size)
+            if pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
+                raise ValueError(f"images as a tensor must have shape (N, {', '.join(map(str, expected))}) (the "
+                                 f"backbone's preprocessing); got {tuple(images.shape)}")
+            if not pixels.is_floating_point() or not bool(torch.isfinite(pixels).all()):
+                raise ValueError("images as a tensor must hold finite float pixels (preprocessed, normalised)")
+        else:
+            if not isinstance(images, (list, tuple)):
+                images = [images]
+            if not images:
+                raise ValueError("images is empty: pass at least one image")
+            pixels = torch.stack([self.backbone.preprocess(load_image(im)) for im in images])
+        if pixels.shape[0] == 0:
+            raise ValueError("images is empty: pass at least one image")
+        return pixels
 
     @torch.inference_mode()
     def update_predict(self, images) -> torch.Tensor:
@@ -141,24 +170,27 @@ class TCA:
         """(FLOPs per image under the policy, FLOPs per image of the dense ViT)."""
         return flops_per_image(self.backbone, self.policy), flops_per_image(self.backbone)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The reservoir as padded tensors: features (C, S, D), entropies (C, S; inf = empty),
-        <cls> tokens (C, S, L, W)."""
+    def _state_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         c, s = self.n_classes, self.reservoir_size
         layers, width = self.depth_weights.shape[0], check_vit(self.backbone).transformer.width
-        features = torch.zeros(c, s, self.text_weights.shape[1])
-        entropy = torch.full((c, s), torch.inf)
-        cls = torch.zeros(c, s, layers, width)
+        return {"features": ((c, s, self.text_weights.shape[1]), "finite"), "entropy": ((c, s), "entropy"),
+                "cls": ((c, s, layers, width), "finite")}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The reservoir as padded tensors (new copies, on CPU): features (C, S, D), entropies
+        (C, S; inf = empty), <cls> tokens (C, S, L, W)."""
+        shapes = self._state_shapes()
+        features = torch.zeros(shapes["features"][0])
+        entropy = torch.full(shapes["entropy"][0], torch.inf)
+        cls = torch.zeros(shapes["cls"][0])
         for k, items in enumerate(self.reservoir):
             for j, it in enumerate(items):
                 features[k, j], entropy[k, j], cls[k, j] = it["feature"].cpu(), it["entropy"], it["cls"].cpu()
         return {"features": features, "entropy": entropy, "cls": cls}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a reservoir saved by :meth:`state_dict` (anchors are recomputed)."""
-        if state["entropy"].shape != (self.n_classes, self.reservoir_size):
-            raise ValueError(f"state['entropy'] must have shape ({self.n_classes}, {self.reservoir_size}); "
-                             f"got {tuple(state['entropy'].shape)}")
+        """Restore a reservoir saved by :meth:`state_dict` (copied, validated; anchors recomputed)."""
+        state = check_state(state, self._state_shapes(), "TCA")
         self.reset()
         device = self.backbone.device
         for k in range(self.n_classes):
@@ -170,10 +202,36 @@ class TCA:
         self._refresh_anchors()
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the reservoir to a safetensors file (atomically)."""
-        state = {k: v.contiguous() for k, v in self.state_dict().items()}
-        atomic_write(Path(path), lambda tmp: save_file(state, tmp))
+        """Write the reservoir, hyper-parameters, text weights and backbone identity to a
+        checksummed file (atomically)."""
+        save_state(path, "tca", {**self.state_dict(), "text_weights": self.text_weights},
+                   {"params": self._params, "backbone": self.backbone.identity})
 
     def load(self, path: str | os.PathLike) -> None:
-        """Restore a reservoir written by :meth:`save`."""
-        self.load_state_dict(load_file(str(path)))
+        """Restore a reservoir written by :meth:`save` (same backbone and text weights)."""
+        header, tensors = read_state(path, "tca")
+        weights = tensors.pop("text_weights", None)
+        if header.get("backbone", {}).get("weights") != self.backbone.identity["weights"] or weights is None or \
+                weights.shape != self.text_weights.shape or \
+                not torch.allclose(weights.to(self.text_weights.device), self.text_weights, atol=1e-6):
+            raise ValueError(f"{path} holds the state of a TCA with another backbone or other text weights")
+        try:
+            self.load_state_dict(tensors)
+        except (ValueError, TypeError) as err:
+            raise refuse(path, "tca", err) from None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, backbone: Backbone | None = None, **backbone_options) -> TCA:
+        """A TCA rebuilt from a file written by :meth:`save`; the backbone is rebuilt from the
+        recorded identity unless given (its weights must match)."""
+        header, tensors = read_state(path, "tca")
+        if backbone is None:
+            backbone = Backbone.from_identity(header["backbone"], **backbone_options)
+        elif backbone.identity["weights"] != header["backbone"]["weights"]:
+            raise ValueError(f"{path} was written with backbone {header['backbone']}, not {backbone.identity}")
+        try:
+            tca = cls(backbone, tensors.pop("text_weights"), **header["params"])
+            tca.load_state_dict(tensors)
+        except (KeyError, ValueError, TypeError) as err:
+            raise refuse(path, "tca", err) from None
+        return tca

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from sklearn.utils._param_validation import StrOptions
 
+from .._params import DEVICE, FLOAT32_MAX, Float, Int, check_params
 from .._validation import check_features, resolve_device
 from ..adapters.base import LOGIT_SCALE
-from ..storage import atomic_write
+from .state import check_state, read_state, refuse, save_state
+
+WEIGHT = [Float(0, FLOAT32_MAX)]
+BAND = [tuple, list]
 
 
 class TDA:
@@ -42,25 +45,43 @@ class TDA:
     neg_mask : (low, high) probability band that marks negative classes, exclusive.
     entropy_normalization : ``"log2"`` (official) or ``"ln"`` (see the module docstring).
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    ``state_dict()`` returns copies and ``load_state_dict`` copies in (a state is a value);
+    ``save(path)`` writes a checksummed file with the hyper-parameters and text weights, which
+    :meth:`from_file` (or ``adaptkit.load``) turns back into a TDA.
     """
+
+    _parameter_constraints = {"pos_capacity": [Int(1, None, closed="left")], "pos_alpha": WEIGHT, "pos_beta": WEIGHT,
+                              "neg_capacity": [Int(1, None, closed="left")], "neg_alpha": WEIGHT, "neg_beta": WEIGHT,
+                              "neg_entropy": BAND, "neg_mask": BAND,
+                              "entropy_normalization": [StrOptions({"log2", "ln"})], "device": [DEVICE]}
 
     def __init__(self, text_weights, *, pos_capacity: int = 3, pos_alpha: float = 2.0, pos_beta: float = 5.0,
                  neg_capacity: int = 2, neg_alpha: float = 0.117, neg_beta: float = 1.0,
                  neg_entropy: tuple[float, float] = (0.2, 0.5), neg_mask: tuple[float, float] = (0.03, 1.0),
                  entropy_normalization: str = "log2", device: str = "auto"):
-        if entropy_normalization not in ("log2", "ln"):
-            raise ValueError(f"entropy_normalization must be 'log2' or 'ln'; got {entropy_normalization!r}")
-        for name, value in (("pos_capacity", pos_capacity), ("neg_capacity", neg_capacity)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        params = {"pos_capacity": pos_capacity, "pos_alpha": pos_alpha, "pos_beta": pos_beta,
+                  "neg_capacity": neg_capacity, "neg_alpha": neg_alpha, "neg_beta": neg_beta,
+                  "neg_entropy": neg_entropy, "neg_mask": neg_mask, "entropy_normalization": entropy_normalization,
+                  "device": device}
+        check_params("TDA", self._parameter_constraints, params)
+        for name, band, top in (("neg_entropy", neg_entropy, None), ("neg_mask", neg_mask, 1.0)):
+            valid = len(band) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                           for v in band) and 0.0 <= band[0] < band[1] and (top is None or band[1] <= top)
+            if not valid:
+                raise ValueError(f"The {name!r} parameter of TDA must be a (low, high) pair with 0 <= low < high"
+                                 f"{' <= 1' if top else ''}; got {band!r}")
         self.device = resolve_device(device)
         self.text_weights = F.normalize(check_features(text_weights, "text_weights", device=self.device), dim=-1)
+        n_classes = self.text_weights.shape[0]
+        if n_classes < 2:
+            raise ValueError(f"TDA needs text weights of at least two classes; got {n_classes}")
         self.pos_capacity, self.pos_alpha, self.pos_beta = pos_capacity, pos_alpha, pos_beta
         self.neg_capacity, self.neg_alpha, self.neg_beta = neg_capacity, neg_alpha, neg_beta
         self.neg_entropy, self.neg_mask = tuple(neg_entropy), tuple(neg_mask)
-        n_classes = self.text_weights.shape[0]
         self.max_entropy = math.log2(n_classes) if entropy_normalization == "log2" else math.log(n_classes)
         self.entropy_normalization = entropy_normalization
+        self._params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "device"}
         self.reset()
 
     @property
@@ -125,27 +146,49 @@ class TDA:
             out[i] = zero_shot[i] + self.pos_alpha * positive - self.neg_alpha * negative
         return out
 
+    def _state_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        c, d = self.text_weights.shape
+        return {"pos_keys": ((c, self.pos_capacity, d), "finite"), "pos_entropy": ((c, self.pos_capacity), "entropy"),
+                "neg_keys": ((c, self.neg_capacity, d), "finite"), "neg_entropy": ((c, self.neg_capacity), "entropy"),
+                "neg_masks": ((c, self.neg_capacity, c), "mask")}
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The caches as tensors (infinite entropy marks an empty slot)."""
-        return {"pos_keys": self.pos_keys, "pos_entropy": self.pos_entropy, "neg_keys": self.neg_keys,
-                "neg_entropy": self.neg_entropy_values, "neg_masks": self.neg_masks}
+        """Copies of the caches (infinite entropy marks an empty slot), on CPU."""
+        return {"pos_keys": self.pos_keys.cpu().clone(), "pos_entropy": self.pos_entropy.cpu().clone(),
+                "neg_keys": self.neg_keys.cpu().clone(), "neg_entropy": self.neg_entropy_values.cpu().clone(),
+                "neg_masks": self.neg_masks.cpu().clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore caches saved by :meth:`state_dict`; shapes must match this TDA's."""
-        current = self.state_dict()
-        for name, tensor in current.items():
-            if name not in state or tuple(state[name].shape) != tuple(tensor.shape):
-                raise ValueError(f"state[{name!r}] must have shape {tuple(tensor.shape)}; got "
-                                 f"{None if name not in state else tuple(state[name].shape)}")
-        self.pos_keys, self.pos_entropy = state["pos_keys"].to(self.device), state["pos_entropy"].to(self.device)
-        self.neg_keys, self.neg_entropy_values = state["neg_keys"].to(self.device), state["neg_entropy"].to(self.device)
-        self.neg_masks = state["neg_masks"].to(self.device)
+        """Restore caches saved by :meth:`state_dict` (copied; validated before use)."""
+        state = check_state(state, self._state_shapes(), "TDA")
+        on = {name: tensor.to(self.device) for name, tensor in state.items()}
+        self.pos_keys, self.pos_entropy = on["pos_keys"], on["pos_entropy"]
+        self.neg_keys, self.neg_entropy_values, self.neg_masks = on["neg_keys"], on["neg_entropy"], on["neg_masks"]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the caches to a safetensors file (atomically)."""
-        state = {k: v.contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(Path(path), lambda tmp: save_file(state, tmp))
+        """Write the caches, hyper-parameters and text weights to a checksummed file (atomically)."""
+        save_state(path, "tda", {**self.state_dict(), "text_weights": self.text_weights}, {"params": self._params})
 
     def load(self, path: str | os.PathLike) -> None:
-        """Restore caches written by :meth:`save`."""
-        self.load_state_dict(load_file(str(path)))
+        """Restore caches written by :meth:`save`; the file's text weights must be this TDA's."""
+        header, tensors = read_state(path, "tda")
+        weights = tensors.pop("text_weights", None)
+        if weights is None or weights.shape != self.text_weights.shape or \
+                not torch.allclose(weights.to(self.device), self.text_weights, atol=1e-6):
+            raise ValueError(f"{path} holds the state of a TDA with other text weights")
+        try:
+            self.load_state_dict(tensors)
+        except (ValueError, TypeError) as err:
+            raise refuse(path, "tda", err) from None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, device: str = "auto") -> TDA:
+        """A TDA rebuilt from a file written by :meth:`save`: its hyper-parameters, text weights
+        and caches."""
+        header, tensors = read_state(path, "tda")
+        try:
+            tda = cls(tensors.pop("text_weights"), **{**header["params"], "device": device})
+            tda.load_state_dict(tensors)
+        except (KeyError, ValueError, TypeError) as err:
+            raise refuse(path, "tda", err) from None
+        return tda

@@ -1,0 +1,53 @@
+"""What is safe to run at once: extraction into one cache, compare on one output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from conftest import write_jpegs
+
+EXTRACT = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    import adaptkit as ak
+    from adaptkit.data import ImageSet
+    paths = sys.argv[1].split("\\n")
+    images = ImageSet(paths, [int(p.split("class_")[1].split("/")[0]) for p in paths], ["a", "b", "c"], "shared")
+    bb = ak.Backbone(ak.TINY, device="cpu")
+    encoded = [0]
+    original = bb.encode_batch
+    def counted(pixels):
+        encoded[0] += pixels.shape[0]
+        time.sleep(0.05)
+        return original(pixels)
+    bb.encode_batch = counted
+    fs = ak.extract(bb, images, cache_dir=sys.argv[2], batch_size=8, num_workers=0, progress=False)
+    np.save(sys.argv[3] + ".npy", fs.features.numpy())
+    open(sys.argv[3] + ".json", "w").write(json.dumps({"encoded": encoded[0]}))
+""")
+
+
+def test_two_processes_extracting_one_set_encode_it_once(tmp_path):
+    paths = write_jpegs(tmp_path / "img", n_classes=3, per_class=20)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    children = []
+    for name in ("first", "second"):
+        children.append(subprocess.Popen([sys.executable, "-c", EXTRACT, "\n".join(paths), str(cache),
+                                          str(tmp_path / name)], env=env, stderr=subprocess.PIPE, text=True))
+        time.sleep(0.5)
+    errors = [child.communicate(timeout=300)[1] for child in children]
+    assert [child.returncode for child in children] == [0, 0], errors
+    counts = [json.loads((tmp_path / f"{name}.json").read_text())["encoded"] for name in ("first", "second")]
+    assert sorted(counts) == [0, len(paths)]
+    assert "waiting for another process" in errors[counts.index(0)]
+    first, second = np.load(tmp_path / "first.npy"), np.load(tmp_path / "second.npy")
+    assert np.array_equal(first, second)

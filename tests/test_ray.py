@@ -1,0 +1,44 @@
+"""engine="ray": a Ray Data job that writes the same cache entry as the local engine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import adaptkit as ak
+from conftest import image_set, write_jpegs
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def test_ray_engine_gives_the_local_features_in_order_and_the_same_cache_entry(tiny, tmp_path, monkeypatch):
+    paths = write_jpegs(tmp_path / "img", n_classes=3, per_class=12)
+    bad = paths[5]
+    with open(bad, "wb"):
+        pass
+    images = image_set(paths)
+    local = ak.extract(tiny, images, views=2, seed=3, cache_dir=False, on_error="skip", batch_size=8,
+                       progress=False)
+    cache = tmp_path / "cache"
+    on_ray = ak.extract(tiny, images, views=2, seed=3, cache_dir=cache, on_error="skip", engine="ray",
+                        batch_size=8, progress=False)
+    assert ray.is_initialized()
+    assert on_ray.features.shape == local.features.shape == (35, 2, tiny.embed_dim)
+    assert (on_ray.features - local.features).abs().max() <= 1e-5
+    assert torch.equal(on_ray.labels, local.labels)
+    assert [s["image"] for s in on_ray.metadata["skipped"]] == [bad]
+
+    def no_encoding(pixels):
+        raise AssertionError("the entry the Ray engine wrote should have been found")
+
+    monkeypatch.setattr(tiny, "encode_batch", no_encoding)
+    reread = ak.extract(tiny, images, views=2, seed=3, cache_dir=cache, on_error="skip", batch_size=8,
+                        progress=False)
+    assert torch.equal(reread.features, on_ray.features) and reread.metadata == on_ray.metadata
