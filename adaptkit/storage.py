@@ -67,7 +67,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
     """Call ``write(tmp_path)``, then fsync and rename the temporary file onto ``path``.
 
     The temporary file lies in the target's folder (so the rename is atomic) and ends with the
-    mode the umask gives new files. A directory at ``path`` is refused; errors name ``path``.
+    mode the umask gives new files (set after ``write``: some writers, safetensors among them,
+    create 0600 files). A directory at ``path`` is refused; errors name ``path``.
     """
     path = expand_path(path)
     if path.is_dir():
@@ -79,8 +80,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
         raise OSError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +130,117 @@ def test_predictor_matches_adapter_on_encoded_images(tiny, tmp_path):
     first = lines[0].split("\t")
     assert first[0] == files[0] and first[1] == predictor.predict(files[:1])[0]
     assert float(first[2]) == pytest.approx(expected[0].max(), abs=1e-4)
+
+
+def test_ak_load_round_trips_every_kind_of_saved_file(tiny, tmp_path):
+    from adaptkit.support import SupportIndex
+    from adaptkit.tta import TCA, TDA
+
+    adapter, X_test = fitted(ak.TipAdapter)
+    adapter.save(tmp_path / "adapter.safetensors")
+    assert np.array_equal(ak.load(tmp_path / "adapter.safetensors").predict(X_test), adapter.predict(X_test))
+    digits = ak.datasets.load("digits")
+    features = ak.extract(tiny, digits.few_shot(2, 1), cache_dir=False, progress=False)
+    features.save(tmp_path / "features.safetensors")
+    assert torch.equal(ak.load(tmp_path / "features.safetensors").features, features.features)
+    index = SupportIndex(features.features.shape[1], device="cpu").add(features.features, features.labels)
+    index.save(tmp_path / "index.safetensors")
+    loaded_index = ak.load(tmp_path / "index.safetensors", device="cpu")
+    assert torch.equal(loaded_index.search(features.features, 3)[1], index.search(features.features, 3)[1])
+    text = tiny.text_classifier(digits.classnames, digits.templates)
+    tda = TDA(text, device="cpu")
+    tda.update_predict(features.features)
+    tda.save(tmp_path / "tda.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(ak.load(tmp_path / "tda.safetensors").state_dict().values(),
+                                                  tda.state_dict().values()))
+    tca = TCA(tiny, text)
+    tca.update_predict(torch.randn(4, 3, 32, 32))
+    tca.save(tmp_path / "tca.safetensors")
+    assert torch.equal(ak.load(tmp_path / "tca.safetensors", device="cpu").state_dict()["cls"], tca.state_dict()["cls"])
+    (tmp_path / "other.bin").write_bytes(b"hello")
+    with pytest.raises(ValueError, match="other.bin is not a file adaptkit saved"):
+        ak.load(tmp_path / "other.bin")
+    with pytest.raises(FileNotFoundError):
+        ak.load(tmp_path / "nothing.safetensors")
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_saved_files_follow_the_umask(tiny, tmp_path, umask, mode):
+    from adaptkit.tta import TDA
+
+    previous = os.umask(umask)
+    try:
+        adapter, _ = fitted(ak.GDA)
+        adapter.save(tmp_path / "a.safetensors")
+        digits = ak.datasets.load("digits")
+        fs = ak.extract(tiny, digits.few_shot(1, 1), cache_dir=tmp_path / "cache", progress=False)
+        ak.save_features(fs, tmp_path / "f.safetensors")
+        TDA(np.eye(4, dtype=np.float32), device="cpu").save(tmp_path / "t.safetensors")
+    finally:
+        os.umask(previous)
+    files = [tmp_path / "a.safetensors", tmp_path / "f.safetensors", tmp_path / "t.safetensors",
+             *(tmp_path / "cache").rglob("*.safetensors"), *(tmp_path / "cache" / "entries").rglob("*.json")]
+    assert len(files) >= 5
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+def test_save_expands_home_names_the_target_and_refuses_directories(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    adapter, _ = fitted(ak.GDA)
+    adapter.save("~/gda.safetensors")
+    assert (tmp_path / "gda.safetensors").is_file()
+    assert isinstance(ak.load_adapter("~/gda.safetensors"), ak.GDA)
+    with pytest.raises(ValueError, match=f"{tmp_path} is a directory"):
+        adapter.save(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OSError, match=f"cannot write {tmp_path / 'file' / 'gda.safetensors'}"):
+        adapter.save(tmp_path / "file" / "gda.safetensors")
+    with pytest.raises(TypeError, match="backbone must be an adaptkit.Backbone"):
+        adapter.save(tmp_path / "x.safetensors", backbone="ViT-B-32")
+    with pytest.raises(TypeError, match="path must be a file path"):
+        adapter.save(42)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda h, t: h.update(extra=1), r"unknown header keys \['extra'\]"),
+    (lambda h, t: h["params"].update(alpha=-1.0), "The 'alpha' parameter of GDA must be"),
+    (lambda h, t: t.update(bias_=t["bias_"].double()), "tensor 'bias_' is torch.float64, expected torch.float32"),
+    (lambda h, t: t["weight_"].__setitem__((0, 0), float("nan")), "tensor 'weight_' holds NaN"),
+    (lambda h, t: t.update(secret_=torch.zeros(2)), "GDA has no fitted tensor 'secret_'"),
+    (lambda h, t: h.update(format_version=1), "adapter format 1"),
+])
+def test_loaded_adapter_headers_and_tensors_are_checked(tmp_path, edit, match):
+    from adaptkit.storage import read_checked, write_checked
+
+    adapter, _ = fitted(ak.GDA)
+    path = tmp_path / "gda.safetensors"
+    adapter.save(path)
+    header, tensors = read_checked(path, "adaptkit-adapter", 2, "an adapter file")
+    header.pop("tensors")
+    header.pop("adaptkit")
+    edit(header, tensors)
+    write_checked(path, tensors, header)
+    with pytest.raises(ValueError, match=match):
+        ak.load_adapter(path)
+
+
+def test_predictor_warns_without_a_backbone_checks_k_and_classifies_each_file(tiny, tmp_path):
+    digits = ak.datasets.load("digits")
+    support = ak.extract(tiny, digits.few_shot(3, 1), cache_dir=False, progress=False)
+    adapter = ak.GDA(device="cpu").fit(support.features, support.labels)
+    with pytest.warns(UserWarning, match="records no backbone"):
+        predictor = ak.Predictor(tiny, adapter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ak.Predictor(tiny, adapter, allow_unchecked_backbone=True)
+    files = _images(tmp_path / "imgs", n=3)
+    for k in (0, 11, True, 2.0):
+        with pytest.raises(ValueError, match=r"k must be an integer in \[1, 10\]"):
+            predictor.top_k(files, k=k)
+    Path(files[1]).write_bytes(b"broken")
+    results = predictor.classify(files + [str(tmp_path / "missing.png")], k=2)
+    assert [r.error is None for r in results] == [True, False, True, False]
+    assert "cannot read image" in results[1].error and "not found" in results[3].error
+    good = predictor.top_k([files[0], files[2]], k=2)
+    assert [r.top for r in results if r.top] == good
