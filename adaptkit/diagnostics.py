@@ -6,7 +6,8 @@
 - class-mean/text alignment: mean over classes of cos(μ_c, t_c), μ_c the mean image feature of
   class c (low alignment means the image clusters sit away from their prompts, where few-shot
   adapters gain most);
-- per-class zero-shot accuracy and the most frequent confusion pairs.
+- per-class zero-shot accuracy (recall), mean per-class recall, and the most frequent confusion
+  pairs (scikit-learn's ``confusion_matrix``).
 These follow the quantities discussed by Chen et al. (ICLR 2024); the exact definitions are the
 ones above.
 """
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from ._validation import check_features, check_label_range, check_labels
 
@@ -37,21 +39,25 @@ def diagnose(features, labels, text_weights, classnames: Sequence[str] | None = 
     means = torch.zeros_like(T).index_add_(0, y, X)
     present = counts > 0
     alignment = F.cosine_similarity(means[present], T[present], dim=1)
-    predicted = (X @ T.T).argmax(dim=1)
-    correct = torch.zeros(n_classes).index_add_(0, y, (predicted == y).float())
-    per_class = torch.where(present, correct / counts.clamp_min(1), torch.nan)
-    confusion = torch.zeros(n_classes * n_classes, dtype=torch.int64).index_add_(
-        0, y * n_classes + predicted, torch.ones_like(y)).reshape(n_classes, n_classes)
-    confusion.fill_diagonal_(0)
-    pairs = torch.topk(confusion.flatten(), min(top, n_classes * n_classes)).indices
+    predicted = (X @ T.T).argmax(dim=1).numpy()
+    truth = y.numpy()
+    confusion = confusion_matrix(truth, predicted, labels=np.arange(n_classes))
+    support = confusion.sum(axis=1)
+    per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
+    off_diagonal = confusion.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    flat = off_diagonal.ravel()
+    pairs = np.argsort(-flat, kind="stable")[:top]
     return {
         "modality_gap": float((X.mean(dim=0) - T.mean(dim=0)).norm()),
         "text_margin": float((1.0 - similarity.max(dim=1).values).mean()),
         "class_text_alignment": float(alignment.mean()),
-        "zero_shot_accuracy": float((predicted == y).float().mean()),
-        "per_class_zero_shot_accuracy": {names[c]: float(v) for c, v in enumerate(per_class.tolist())},
+        "zero_shot_accuracy": float((predicted == truth).mean()),
+        "zero_shot_mean_per_class_recall": float(balanced_accuracy_score(truth, predicted)),
+        "per_class_zero_shot_accuracy": {names[c]: None if np.isnan(v) else float(v)
+                                         for c, v in enumerate(per_class.tolist())},
         "confusions": [{"true": names[int(p) // n_classes], "predicted": names[int(p) % n_classes],
-                        "count": int(confusion.flatten()[p])} for p in pairs if confusion.flatten()[p] > 0],
+                        "count": int(flat[p])} for p in pairs if flat[p] > 0],
     }
 
 
@@ -64,7 +70,8 @@ def diagnostics_markdown(reports: dict[str, dict]) -> str:
         lines.append(f"| {name} | {100 * r['zero_shot_accuracy']:.2f} | {r['modality_gap']:.3f} | "
                      f"{r['text_margin']:.3f} | {r['class_text_alignment']:.3f} |")
     for name, r in reports.items():
-        worst = sorted(r["per_class_zero_shot_accuracy"].items(), key=lambda kv: (np.nan_to_num(kv[1], nan=2), kv[0]))
+        measured = {k: v for k, v in r["per_class_zero_shot_accuracy"].items() if v is not None}
+        worst = sorted(measured.items(), key=lambda kv: (kv[1], kv[0]))
         confusions = ", ".join(f"{c['true']} → {c['predicted']} ({c['count']})" for c in r["confusions"]) or "none"
         lines.append(f"\n**{name}**: weakest zero-shot classes: "
                      + ", ".join(f"{k} ({100 * v:.0f}%)" for k, v in worst[:3]) + f"; top confusions: {confusions}.")

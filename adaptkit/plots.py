@@ -9,7 +9,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from .evaluate import summarize
+from .results import summarize
 
 
 def accuracy_vs_shots(rows: Sequence[dict], backbone: str | None = None) -> plt.Figure:
@@ -30,7 +30,7 @@ def accuracy_vs_shots(rows: Sequence[dict], backbone: str | None = None) -> plt.
                             if b == backbone and a == adapter and panel in summary[b, k, a])
             if points:
                 shots = [k for k, _ in points]
-                ax.errorbar(shots, [m for _, (m, _, _) in points], yerr=[s for _, (_, s, _) in points],
+                ax.errorbar(shots, [100 * m for _, (m, _, _) in points], yerr=[100 * s for _, (_, s, _) in points],
                             marker="o", capsize=3, label=adapter)
                 ax.set_xscale("log", base=2)
                 ax.set_xticks(shots, [str(k) for k in shots])
@@ -58,8 +58,8 @@ def dataset_bars(rows: Sequence[dict], shots: int, backbone: str | None = None) 
     for i, adapter in enumerate(adapters):
         cells = summary[backbone, shots, adapter]
         xs = [j + i * width for j, d in enumerate(datasets) if d in cells]
-        ax.bar(xs, [cells[d][0] for d in datasets if d in cells], width,
-               yerr=[cells[d][1] for d in datasets if d in cells], capsize=2, label=adapter)
+        ax.bar(xs, [100 * cells[d][0] for d in datasets if d in cells], width,
+               yerr=[100 * cells[d][1] for d in datasets if d in cells], capsize=2, label=adapter)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(datasets))], datasets)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title(f"{backbone}, {shots} shot{'s' * (shots > 1)}", fontsize=10)

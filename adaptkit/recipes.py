@@ -6,9 +6,17 @@ shots = [1, 4, 16]
 seeds = [1, 2, 3]
 views = 10
 adapters = ["zero_shot", "gda", "tip_adapter"]
+workers = "auto"                  # loader processes decoding images
 
 [[datasets]]
-name = "digits"                  # or a CoOp name with root = "~/data"
+name = "digits"                  # or a CoOp / ImageNet-variant name with root = "~/data"
+
+[[datasets]]
+name = "imagefolder"             # any number of image folders, told apart by root (or label)
+root = "~/data/birds"
+label = "birds"                  # the name in results and tables (default: derived from the root)
+classnames = "birds.txt"         # optional: class-name file (relative to this recipe)
+templates = "birds-prompts.json" # optional: templates ({} or {c}) or CuPL {class: [prompts]}
 
 [[backbones]]
 name = "ViT-B-16"
@@ -19,7 +27,9 @@ beta = [1.0, 3.0, 5.5]
 alpha = [0.5, 1.0, 2.0]
 ```
 
-Loading validates every key and value and names the offending key's path in the error.
+Loading validates every key and value (grid values against the adapter's declared constraints,
+files named in the recipe read as UTF-8) and names the offending key's path in the error, before
+any dataset or backbone is touched.
 """
 
 from __future__ import annotations
@@ -32,21 +42,67 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._params import DEVICE, check_params
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
 
 TOP_KEYS = {"output", "shots", "seeds", "views", "adapters", "datasets", "backbones", "grids", "batch_size",
-            "device", "cache_dir"}
-DATASET_KEYS = {"name", "root"}
+            "device", "cache_dir", "workers"}
+DATASET_KEYS = {"name", "root", "label", "classnames", "templates", "val_fraction", "test_fraction", "split_seed"}
+FOLDER_OPTIONS = {"val_fraction", "test_fraction", "split_seed"}
 BACKBONE_KEYS = {"name", "pretrained"}
 
 
 @dataclass
 class DatasetSpec:
+    """One dataset of a recipe: what to load and what to call it."""
+
     name: str
     root: str | None = None
+    label: str = ""
+    classnames: str | None = None
+    templates: str | list[str] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two specs the same dataset: name, root, files and options."""
+        root = None if self.root is None else os.path.abspath(os.path.expanduser(self.root))
+        return {"name": self.name, "root": root, "classnames": self.classnames, "templates": self.templates,
+                "options": self.options}
+
+    def load(self):
+        """The :class:`adaptkit.data.Dataset`, with the spec's class names and templates applied."""
+        from .data import load
+        from .text import load_classnames, load_prompts
+
+        options = {("seed" if k == "split_seed" else k): v for k, v in self.options.items()}
+        if self.name == "imagefolder":
+            if self.classnames is not None:
+                options["classnames"] = self.classnames
+            dataset = load(self.name, root=self.root, **options)
+        else:
+            dataset = load(self.name, root=self.root)
+            if self.classnames is not None:
+                names = load_classnames(self.classnames)
+                if len(names) != len(dataset.classnames):
+                    raise ValueError(f"{self.classnames}: {len(names)} class names for the {len(dataset.classnames)} "
+                                     f"classes of {self.name}")
+                dataset = _replace_classnames(dataset, names)
+        if self.templates is not None:
+            dataset.templates = load_prompts(self.templates) if isinstance(self.templates, str) else self.templates
+        dataset.name = self.label
+        return dataset
+
+
+def _replace_classnames(dataset, names: list[str]):
+    from .data.base import ImageSet
+
+    dataset.classnames = names
+    dataset.splits = {s: ImageSet(i.source, i.labels, names, i.name) for s, i in dataset.splits.items()}
+    return dataset
 
 
 @dataclass
@@ -70,11 +126,12 @@ class Recipe:
     batch_size: int = 256
     device: str = "auto"
     cache_dir: str | None = None
+    workers: int | str = "auto"
     source: str = "<dict>"
 
-    def config_hash(self, adapter: str) -> str:
+    def config_hash(self, adapter: str, prompts_sha256: str = "") -> str:
         """Hash of what changes an adapter's rows besides dataset, backbone, shots and seed."""
-        relevant = {"views": self.views, "grid": self.grids.get(adapter)}
+        relevant = {"views": self.views, "grid": self.grids.get(adapter), "prompts": prompts_sha256}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,30 +158,115 @@ def _int_list(source: str, path: str, value: Any, minimum: int) -> list[int]:
     if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
                                                            and v >= minimum for v in value):
         raise _fail(source, path, f"expected a non-empty list of integers ≥ {minimum}, got {value!r}")
+    if len(set(value)) != len(value):
+        raise _fail(source, path, f"lists a value twice: {value!r}")
     return value
 
 
-def parse_recipe(data: dict[str, Any], source: str = "<dict>") -> Recipe:
-    """Validate a recipe given as a dict (what the TOML file holds)."""
-    from .data import available
-    from .adapters import ADAPTERS
+def _positive_int(source: str, path: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise _fail(source, path, f"expected a positive integer, got {value!r}")
+    return value
 
+
+def _file(source: str, path: str, value: Any, base: Path) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(source, path, f"expected a file path, got {value!r}")
+    resolved = Path(os.path.expanduser(value))
+    resolved = resolved if resolved.is_absolute() else base / resolved
+    if not resolved.is_file():
+        raise _fail(source, path, f"no such file: {resolved}")
+    return str(resolved)
+
+
+def _dataset(source: str, index: int, table: Any, base: Path) -> DatasetSpec:
+    from .data import available
+    from .text import load_classnames, load_prompts, prompts
+
+    where = f"datasets[{index}]"
+    _check_keys(source, where, table, DATASET_KEYS)
+    name = table.get("name")
+    if name not in available():
+        raise _fail(source, f"{where}.name", f"unknown dataset {name!r} (known: {', '.join(available())})")
+    root = table.get("root")
+    if name != "digits" and not root:
+        raise _fail(source, f"{where}.root", f"required for {name!r}: the folder holding its files")
+    if root is not None and not isinstance(root, str):
+        raise _fail(source, f"{where}.root", f"expected a folder path, got {root!r}")
+    options = {k: table[k] for k in FOLDER_OPTIONS if k in table}
+    if options and name != "imagefolder":
+        raise _fail(source, f"{where}.{next(iter(options))}", f"applies to imagefolder datasets only, not {name!r}")
+    for key in ("val_fraction", "test_fraction"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1):
+            raise _fail(source, f"{where}.{key}", f"expected a number in (0, 1), got {value!r}")
+    if "split_seed" in options and (isinstance(options["split_seed"], bool) or not isinstance(options["split_seed"], int)
+                                    or options["split_seed"] < 0):
+        raise _fail(source, f"{where}.split_seed", f"expected an integer ≥ 0, got {options['split_seed']!r}")
+    classnames = templates = None
+    if "classnames" in table:
+        classnames = _file(source, f"{where}.classnames", table["classnames"], base)
+        try:
+            load_classnames(classnames)
+        except ValueError as err:
+            raise _fail(source, f"{where}.classnames", str(err)) from None
+    if "templates" in table:
+        value = table["templates"]
+        if isinstance(value, list):
+            try:
+                prompts(["x"], value)
+            except ValueError as err:
+                raise _fail(source, f"{where}.templates", str(err)) from None
+            templates = value
+        else:
+            templates = _file(source, f"{where}.templates", value, base)
+            try:
+                load_prompts(templates)
+            except ValueError as err:
+                raise _fail(source, f"{where}.templates", str(err)) from None
+    label = table.get("label")
+    if label is not None and (not isinstance(label, str) or not label.strip()):
+        raise _fail(source, f"{where}.label", f"expected a non-empty string, got {label!r}")
+    return DatasetSpec(name, root, label or "", classnames, templates, options)
+
+
+def _label_datasets(source: str, specs: list[DatasetSpec]) -> None:
+    """Give every dataset a distinct label: its own, its name when unique, else name:root-folder."""
+    identities = [json.dumps(s.identity(), sort_keys=True) for s in specs]
+    for i, identity in enumerate(identities):
+        if identity in identities[:i]:
+            raise _fail(source, f"datasets[{i}]", f"repeats datasets[{identities.index(identity)}]")
+    names = [s.name for s in specs]
+    derived = [s for s in specs if not s.label]
+    for depth in (1, 2, None):
+        for spec in derived:
+            parts = Path(os.path.abspath(os.path.expanduser(spec.root or spec.name))).parts
+            spec.label = spec.name if names.count(spec.name) == 1 else \
+                f"{spec.name}:{'/'.join(parts[-depth:])}" if depth else f"{spec.name}#{specs.index(spec)}"
+        labels = [s.label for s in specs]
+        if all(labels.count(s.label) == 1 for s in derived):
+            break
+    labels = [s.label for s in specs]
+    for i, label in enumerate(labels):
+        if labels.count(label) > 1:
+            raise _fail(source, f"datasets[{i}].label", f"{label!r} names two datasets; give them distinct labels")
+
+
+def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.PathLike | None = None) -> Recipe:
+    """Validate a recipe given as a dict (what the TOML file holds); files it names are resolved
+    against ``base`` (the recipe's folder)."""
+    from .adapters import ADAPTERS
+    from .tuning import grid_axes
+
+    base = Path(base) if base is not None else Path.cwd()
     _check_keys(source, "", data, TOP_KEYS)
     for required in ("datasets", "backbones", "adapters"):
         if required not in data:
             raise _fail(source, required, "missing")
-    datasets = []
     if not isinstance(data["datasets"], list) or not data["datasets"]:
         raise _fail(source, "datasets", "expected a non-empty array of tables ([[datasets]])")
-    for i, table in enumerate(data["datasets"]):
-        _check_keys(source, f"datasets[{i}]", table, DATASET_KEYS)
-        name = table.get("name")
-        if name not in available() + ("imagefolder",):
-            raise _fail(source, f"datasets[{i}].name", f"unknown dataset {name!r} (known: {', '.join(available())}, "
-                                                       "imagefolder)")
-        if name != "digits" and not table.get("root"):
-            raise _fail(source, f"datasets[{i}].root", f"required for {name!r}: the folder holding its files")
-        datasets.append(DatasetSpec(name, table.get("root")))
+    datasets = [_dataset(source, i, table, base) for i, table in enumerate(data["datasets"])]
+    _label_datasets(source, datasets)
     backbones = []
     if not isinstance(data["backbones"], list) or not data["backbones"]:
         raise _fail(source, "backbones", "expected a non-empty array of tables ([[backbones]])")
@@ -132,40 +274,65 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>") -> Recipe:
         _check_keys(source, f"backbones[{i}]", table, BACKBONE_KEYS)
         if not isinstance(table.get("name"), str):
             raise _fail(source, f"backbones[{i}].name", "expected an open_clip architecture name")
-        backbones.append(BackboneSpec(table["name"], table.get("pretrained") or None))
+        pretrained = table.get("pretrained")
+        if pretrained is not None and not isinstance(pretrained, str):
+            raise _fail(source, f"backbones[{i}].pretrained", f"expected a tag or a file path, got {pretrained!r}")
+        backbones.append(BackboneSpec(table["name"], pretrained or None))
     adapters = data["adapters"]
     if not isinstance(adapters, list) or not adapters:
         raise _fail(source, "adapters", "expected a non-empty list of adapter names")
     for i, name in enumerate(adapters):
         if name not in ADAPTERS:
             raise _fail(source, f"adapters[{i}]", f"unknown adapter {name!r} (known: {', '.join(ADAPTERS)})")
+    if len(set(adapters)) != len(adapters):
+        raise _fail(source, "adapters", f"lists an adapter twice: {adapters!r}")
     grids = data.get("grids", {})
     _check_keys(source, "grids", grids, set(ADAPTERS))
     for adapter, grid in grids.items():
-        _check_keys(source, f"grids.{adapter}", grid, set(ADAPTERS[adapter]().get_params()))
+        if adapter not in adapters:
+            raise _fail(source, f"grids.{adapter}", f"{adapter!r} is not among the recipe's adapters")
+        _check_keys(source, f"grids.{adapter}", grid, set(ADAPTERS[adapter]._parameter_constraints) - {"device"})
         for param, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise _fail(source, f"grids.{adapter}.{param}", f"expected a non-empty list, got {values!r}")
-    views = data.get("views", 10)
-    if not isinstance(views, int) or views < 1:
-        raise _fail(source, "views", f"expected a positive integer, got {views!r}")
+        try:
+            grid_axes(ADAPTERS[adapter], grid)
+        except (ValueError, TypeError) as err:
+            raise _fail(source, f"grids.{adapter}", str(err)) from None
+    views = _positive_int(source, "views", data.get("views", 10))
+    batch_size = _positive_int(source, "batch_size", data.get("batch_size", 256))
     output = data.get("output", "adaptkit-out")
-    if not isinstance(output, str):
-        raise _fail(source, "output", f"expected a path string, got {output!r}")
+    if not isinstance(output, str) or not output:
+        raise _fail(source, "output", f"expected a folder path, got {output!r}")
+    cache_dir = data.get("cache_dir")
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
+        raise _fail(source, "cache_dir", f"expected a folder path, got {cache_dir!r}")
+    device = data.get("device", "auto")
+    try:
+        check_params("recipe", {"device": [DEVICE]}, {"device": device})
+    except ValueError as err:
+        raise _fail(source, "device", str(err)) from None
+    workers = data.get("workers", "auto")
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise _fail(source, "workers", f"expected \"auto\" or an integer ≥ 0, got {workers!r}")
     return Recipe(datasets=datasets, backbones=backbones, adapters=list(adapters),
                   shots=_int_list(source, "shots", data.get("shots", [1, 2, 4, 8, 16]), 1),
                   seeds=_int_list(source, "seeds", data.get("seeds", [1, 2, 3]), 0),
-                  views=views, output=output, grids=grids, batch_size=int(data.get("batch_size", 256)),
-                  device=str(data.get("device", "auto")), cache_dir=data.get("cache_dir"), source=source)
+                  views=views, output=output, grids=grids, batch_size=batch_size, device=device,
+                  cache_dir=cache_dir, workers=workers, source=source)
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read and validate a recipe TOML file."""
-    path = Path(path)
+    """Read and validate a recipe TOML file (UTF-8)."""
+    path = Path(os.path.expanduser(os.fspath(path)))
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise RecipeError(f"recipe file not found: {path}") from err
+    except IsADirectoryError as err:
+        raise RecipeError(f"{path} is a folder; give the recipe's .toml file") from err
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text ({err})") from err
     except tomllib.TOMLDecodeError as err:
         raise RecipeError(f"{path}: not valid TOML ({err})") from err
-    return parse_recipe(data, str(path))
+    return parse_recipe(data, str(path), base=path.parent)

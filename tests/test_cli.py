@@ -1,23 +1,39 @@
-"""The command line: ``adaptkit demo`` and ``adaptkit extract``."""
+"""The command line: short errors in CLI terms, clean logs, options, and the demo/extract commands."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from adaptkit.cli import app
-from adaptkit.evaluate import summary_table
+from adaptkit.cli import DEMO_ADAPTERS, app
+from adaptkit.results import summary_table
 
 runner = CliRunner()
+CURSOR_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def run_cli(*args, env=None, timeout=60):
+    """``adaptkit ...`` in a fresh process, as a user's terminal runs it (CI unset, 80 columns)."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS", "ADAPTKIT_DEBUG")}
+    environment.update({"COLUMNS": "80", **(env or {})})
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "adaptkit.cli", *args], capture_output=True, text=True,
+                          env=environment, timeout=timeout)
+    return done, time.perf_counter() - start
 
 
 def test_demo_prints_a_table_and_the_random_init_warning(tmp_path):
     result = runner.invoke(app, ["demo", "--shots", "1,2", "--seeds", "1,2", "--views", "2",
-                                 "--cache-dir", str(tmp_path), "--device", "cpu"])
+                                 "--cache-dir", str(tmp_path), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "| adapter | 1 shot | 2 shots |" in result.output
-    from adaptkit.cli import DEMO_ADAPTERS
     from adaptkit.adapters import ADAPTERS
 
     assert set(DEMO_ADAPTERS) == set(ADAPTERS)
@@ -25,26 +41,90 @@ def test_demo_prints_a_table_and_the_random_init_warning(tmp_path):
         assert re.search(rf"\| {name} \| \d+\.\d\d ± \d+\.\d\d \| \d+\.\d\d ± \d+\.\d\d \|", result.output)
     assert "RANDOMLY INITIALISED" in result.output
     assert "adaptkit demo --backbone ViT-B-32 --pretrained openai" in result.output
-    assert "adaptkit tta --method tda" in result.output
 
 
-def test_demo_rejects_malformed_shots():
-    result = runner.invoke(app, ["demo", "--shots", "1,four"])
-    assert result.exit_code != 0
-    assert "--shots must be comma-separated integers" in result.output
+@pytest.fixture
+def bad_inputs(tmp_path):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("picture,good,bad\na.jpg,x,y\n")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('adapters = ["gda"]\nshotz = [1]\n[[datasets]]\nname = "digits"\n[[backbones]]\nname = "adaptkit-tiny"\n')
+    return {
+        "unknown dataset": (["demo", "--dataset", "nosuch"], "nosuch"),
+        "missing root": (["demo", "--dataset", "dtd", "--root", str(tmp_path / "nowhere")], "nowhere"),
+        "bad CSV header": (["compose", "eval", "--csv", str(csv)], "picture"),
+        "unknown recipe key": (["compare", str(recipe)], "shotz"),
+        "missing adapter file": (["predict", "--adapter", str(tmp_path / "gone.safetensors"), str(tmp_path)],
+                                 "gone.safetensors"),
+        "offline weights": (["demo", "--backbone", "ViT-B-32", "--pretrained", "openai", "--cache-dir", str(tmp_path)],
+                            "--pretrained FILE"),
+    }
 
 
-def test_extract_reports_shape_and_cache_key(tmp_path):
+@pytest.mark.parametrize("case", ["unknown dataset", "missing root", "bad CSV header", "unknown recipe key",
+                                  "missing adapter file", "offline weights"])
+def test_bad_input_gives_a_short_message_in_cli_terms(bad_inputs, case, tmp_path):
+    args, name = bad_inputs[case]
+    done, seconds = run_cli(*args, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+                                        "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output and len(output.strip().splitlines()) <= 12, output
+    assert name in output, output
+    assert seconds < 30
+    if case == "missing root":
+        assert "next: adaptkit data prepare dtd --root" in output
+    if case == "offline weights":
+        assert "pretrained=" not in output.replace("pretrained=<tag>", "")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    done, _ = run_cli("demo", "--dataset", "dtd", "--root", str(tmp_path / "nowhere"), "--debug")
+    assert done.returncode != 0 and "Traceback" in done.stderr and "DatasetFilesMissing" in done.stderr
+
+
+def test_a_redirected_demo_log_has_no_cursor_codes_and_no_root_warnings(tmp_path):
+    log = tmp_path / "log"
+    environment = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}
+    with open(log, "w") as handle:
+        done = subprocess.run([sys.executable, "-m", "adaptkit.cli", "demo", "--shots", "1", "--seeds", "1",
+                               "--views", "2", "--cache-dir", str(tmp_path / "cache")], stdout=handle,
+                              stderr=subprocess.STDOUT, env=environment, timeout=300)
+    text = log.read_text()
+    assert done.returncode == 0, text
+    assert not CURSOR_CODES.search(text) and "\r" not in text
+    assert "WARNING:root" not in text and "initialized randomly" not in text
+    assert "| gda |" in text
+
+
+def test_version_models_and_ranges():
+    from adaptkit import __version__
+
+    assert runner.invoke(app, ["--version"]).output.strip() == f"adaptkit {__version__}"
+    listed = runner.invoke(app, ["models", "--pretrained"]).output
+    assert re.search(r"^ViT-B-32\t.*\bopenai\b", listed, re.MULTILINE)
+    for args in (["demo", "--shots", "0"], ["demo", "--shots", "1,four"], ["tta", "--limit", "-5"],
+                 ["extract", "digits", "--batch-size", "0"], ["extract", "digits", "--shots", "0"],
+                 ["tta", "--method", "tdx"], ["extract", "digits", "--workers", "many"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+    assert "'tdx' is not one of 'tda', 'tca'" in runner.invoke(app, ["tta", "--method", "tdx"]).output
+
+
+def test_extract_reports_shape_and_where_the_features_are(tmp_path):
     args = ["extract", "digits", "--split", "train", "--shots", "2", "--views", "3", "--cache-dir", str(tmp_path),
-            "--device", "cpu"]
+            "--device", "cpu", "--output", str(tmp_path / "f.safetensors"), "--quiet"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "digits/train/2shot-seed1: features (20, 3, 64), cache key" in result.output
-    assert len(list(tmp_path.rglob("*.safetensors"))) == 1
+    match = re.search(r"digits/train/2shot-seed1: features \(20, 3, 64\) stored in (\S+)", result.output)
+    assert match and Path(match.group(1)).is_file()
+    import adaptkit as ak
+
+    assert ak.load(tmp_path / "f.safetensors").features.shape == (20, 3, 64)
 
 
 def test_summary_table_is_mean_and_sample_std_over_seeds():
-    rows = [{"adapter": "gda", "shots": 1, "accuracy": a} for a in (50.0, 60.0, 70.0)]
-    rows += [{"adapter": "gda", "shots": 4, "accuracy": 80.0}]
+    rows = [{"adapter": "gda", "shots": 1, "acc1": a} for a in (0.5, 0.6, 0.7)]
+    rows += [{"adapter": "gda", "shots": 4, "acc1": 0.8}]
     table = summary_table(rows)
     assert "| gda | 60.00 ± 10.00 | 80.00 ± 0.00 |" in table

@@ -51,3 +51,34 @@ def test_two_processes_extracting_one_set_encode_it_once(tmp_path):
     assert "waiting for another process" in errors[counts.index(0)]
     first, second = np.load(tmp_path / "first.npy"), np.load(tmp_path / "second.npy")
     assert np.array_equal(first, second)
+
+
+def test_two_compare_runs_on_one_folder_leave_one_row_per_key(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f"""
+output = "{tmp_path / 'out'}"
+cache_dir = "{tmp_path / 'cache'}"
+shots = [1, 2]
+seeds = [1, 2, 3]
+views = 2
+adapters = ["zero_shot", "gda", "tip_adapter", "linear_probe"]
+[grids.tip_adapter]
+beta = [1.0, 5.0]
+alpha = [0.5, 2.0]
+[[datasets]]
+name = "digits"
+[[backbones]]
+name = "adaptkit-tiny"
+""")
+    environment = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}
+    runs = []
+    for _ in range(2):
+        runs.append(subprocess.Popen([sys.executable, "-m", "adaptkit.cli", "compare", str(recipe), "--quiet"],
+                                     env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        time.sleep(2)
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    keys = [tuple(json.loads(line)[k] for k in ("dataset", "adapter", "shots", "seed")) for line in lines]
+    assert len(keys) == len(set(keys)) == 4 * 2 * 3
+    assert "(0 new)" in outputs[1][0] or "(0 new)" in outputs[0][0]

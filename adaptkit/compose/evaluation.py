@@ -42,6 +42,35 @@ def _resolve(path: str, root: Path) -> str:
     return str(path if os.path.isabs(path) else root / path)
 
 
+FORMATS = {"pairwise": (["image"], ["positive", "negative"]),
+           "winoground": (["image_0", "image_1"], ["caption_0", "caption_1"])}
+
+
+def read_benchmark(path: str | os.PathLike) -> tuple[str, list[dict]]:
+    """(format, rows) of a benchmark CSV, checked: UTF-8, a known header, at least one row, no empty
+    cell. Cheap, so callers check it before building a backbone."""
+    path = Path(os.path.expanduser(os.fspath(path)))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"benchmark CSV not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err})") from None
+    if not rows:
+        raise ValueError(f"{path} has a header but no rows")
+    header = set(rows[0])
+    kind = next((k for k, (images, captions) in FORMATS.items() if set(images + captions) <= header), None)
+    if kind is None:
+        raise ValueError(f"{path}: header must be image,positive,negative or image_0,image_1,caption_0,caption_1; "
+                         f"got {','.join(sorted(h for h in header if h))}")
+    for number, row in enumerate(rows, 2):
+        empty = [key for key in sum(FORMATS[kind], []) if not (row.get(key) or "").strip()]
+        if empty:
+            raise ValueError(f"{path}: line {number} has no {', '.join(empty)}")
+    return kind, rows
+
+
 def evaluate_csv(path: str | os.PathLike, comclip, root: str | os.PathLike | None = None) -> dict:
     """CLIP and ComCLIP on a benchmark CSV (format detected from its header).
 
@@ -49,18 +78,8 @@ def evaluate_csv(path: str | os.PathLike, comclip, root: str | os.PathLike | Non
     """
     path = Path(path)
     root = Path(root) if root is not None else path.parent
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{path} has no rows")
-    header = set(rows[0])
-    if {"image", "positive", "negative"} <= header:
-        kind, image_keys, caption_keys = "pairwise", ["image"], ["positive", "negative"]
-    elif {"image_0", "image_1", "caption_0", "caption_1"} <= header:
-        kind, image_keys, caption_keys = "winoground", ["image_0", "image_1"], ["caption_0", "caption_1"]
-    else:
-        raise ValueError(f"{path}: header must be image,positive,negative or image_0,image_1,caption_0,caption_1; "
-                         f"got {sorted(header)}")
+    kind, rows = read_benchmark(path)
+    image_keys, caption_keys = FORMATS[kind]
     shape = (len(rows), len(caption_keys), len(image_keys))
     clip, composed = np.full(shape, np.nan), np.full(shape, np.nan)
     failures = []

@@ -15,6 +15,15 @@ from PIL import Image
 from .sources import WEBDATASET_IMAGE_KEYS, ArraySource, ImageSource, ParquetSource, PathSource, WebDatasetSource
 
 
+class DatasetFilesMissing(ValueError):
+    """A dataset's folder or files are not where its layout puts them (``adaptkit data prepare``
+    sets them up)."""
+
+    def __init__(self, message: str, dataset: str, root):
+        super().__init__(message)
+        self.dataset, self.root = dataset, root
+
+
 class ImageSet:
     """Labelled images of one split.
 

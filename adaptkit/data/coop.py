@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..text import DATASET_TEMPLATES
-from .base import Dataset, ImageSet
+from .base import Dataset, DatasetFilesMissing, ImageSet
 from .sources import IMAGE_EXTENSIONS
 
 
@@ -49,9 +49,13 @@ COOP_DATASETS = tuple(LAYOUTS)
 SPLITS = ("train", "val", "test")
 
 
-def _missing(path: Path, what: str, name: str) -> ValueError:
-    return ValueError(f"{name}: {what} not found at {path}. Prepare the dataset in CoOp's layout "
-                      f"(root/{LAYOUTS[name].folder}/...) or point root= at the folder that contains it.")
+def _missing(path: Path, what: str, name: str) -> DatasetFilesMissing:
+    root = path
+    while root.name != LAYOUTS[name].folder and root.parent != root:
+        root = root.parent
+    return DatasetFilesMissing(f"{name}: {what} not found at {path}. Prepare the dataset in CoOp's layout "
+                               f"(root/{LAYOUTS[name].folder}/...) or point root= at the folder that contains it.",
+                               name, root.parent)
 
 
 def _from_split_json(name: str, base: Path) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..text import IMAGENET_TEMPLATES
-from .base import Dataset, ImageSet
+from .base import Dataset, DatasetFilesMissing, ImageSet
 from .decode import display_path
 from .sources import IMAGE_EXTENSIONS
 
@@ -77,9 +77,8 @@ def load_imagenet_variant(name: str, root: str | os.PathLike) -> Dataset:
     folder = root / layout.folder
     images_dir = folder / layout.images
     if not images_dir.is_dir():
-        raise ValueError(f"{name}: image folder not found at {display_path(images_dir)}. Download it by hand "
-                         f"({layout.source}) into {display_path(folder)}/ in CoOp's layout, or run "
-                         f"`adaptkit data prepare {name} --root {root}` for the steps.")
+        raise DatasetFilesMissing(f"{name}: image folder not found at {display_path(images_dir)}. Download it by "
+                                  f"hand ({layout.source}) into {display_path(folder)}/ in CoOp's layout.", name, root)
     wnids, names = _imagenet_classnames(root, folder)
     if layout.by_index:
         present = sorted(int(d.name) for d in images_dir.iterdir() if d.is_dir() and d.name.isdigit())

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .coop import LAYOUTS, load_coop
+from .imagenet_variants import VARIANTS, load_imagenet_variant
 
 COOP_DATASETS_DOC = "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md"
 
@@ -38,8 +39,15 @@ BY_HAND = {
 }
 
 
+PREPARABLE = tuple(LAYOUTS) + tuple(VARIANTS)
+
+
 def expected_layout(name: str) -> str:
     """The folder layout :func:`adaptkit.data.load` expects for ``name``, as text."""
+    if name in VARIANTS:
+        variant = VARIANTS[name]
+        inner = "<class index>" if variant.by_index else "<wnid>"
+        return f"root/{variant.folder}/{{{variant.images}/{inner}/*, classnames.txt}}"
     layout = LAYOUTS[name]
     if name == "imagenet":
         return "root/imagenet/{classnames.txt, images/train/<wnid>/*.JPEG, images/val/<wnid>/*.JPEG}"
@@ -53,9 +61,17 @@ def prepare(name: str, root: str | os.PathLike) -> list[str]:
     """Download what torchvision can and link it into CoOp's layout; return what remains to do by
     hand (empty when the dataset is complete). Raises ``ValueError`` for unknown names and when a
     download fails (e.g. no network)."""
-    if name not in LAYOUTS:
-        raise ValueError(f"name must be one of {tuple(LAYOUTS)}; got {name!r}")
+    if name not in PREPARABLE:
+        raise ValueError(f"name must be one of {PREPARABLE}; got {name!r}")
     root = Path(os.path.expanduser(str(root)))
+    if name in VARIANTS:
+        variant = VARIANTS[name]
+        steps = [f"Download {variant.source} and unpack it to {root / variant.folder / variant.images}/."]
+        if not (root / variant.folder / "classnames.txt").is_file() and \
+                not (root / "imagenet" / "classnames.txt").is_file():
+            steps.append(f"Copy CoOp's ImageNet classnames.txt (linked from {COOP_DATASETS_DOC}) to "
+                         f"{root / variant.folder / 'classnames.txt'}.")
+        return [] if (root / variant.folder / variant.images).is_dir() and len(steps) == 1 else steps
     todo = []
     if name in BY_HAND:
         todo.append(BY_HAND[name])
@@ -88,8 +104,10 @@ def check(name: str, root: str | os.PathLike) -> dict:
     Returns ``{"ok": bool, "problem": str | None, "splits": {split: {"images": n, "missing": m,
     "examples": [...]}}}``; a missing folder or split file is reported in ``problem``.
     """
+    if name not in PREPARABLE:
+        raise ValueError(f"name must be one of {PREPARABLE}; got {name!r}")
     try:
-        dataset = load_coop(name, root)
+        dataset = load_imagenet_variant(name, root) if name in VARIANTS else load_coop(name, root)
     except ValueError as err:
         return {"ok": False, "problem": f"{err}\nExpected layout: {expected_layout(name)}", "splits": {}}
     splits, ok = {}, True
