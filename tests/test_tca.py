@@ -225,3 +225,13 @@ def test_cli_tta_runs_both_methods(tmp_path):
         assert result.exit_code == 0, result.output
         assert "accuracy" in result.output and "zero-shot" in result.output
     assert "GFLOPs per image" in result.output
+
+
+def test_untested_open_clip_releases_are_refused_clearly():
+    from adaptkit.tta.tokens import check_open_clip
+
+    check_open_clip("2.24.0")
+    check_open_clip("3.3.0")
+    for version in ("2.23.0", "3.4.0", "4.0.1"):
+        with pytest.raises(ValueError, match=f"tested with open_clip 2.24 to 3.4 .*this is open_clip {version}"):
+            check_open_clip(version)

@@ -11,9 +11,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+
+from ..storage import version_tuple
+
+TESTED_OPEN_CLIP = ((2, 24), (3, 4))
+"""open_clip releases whose ViT internals (``_embeds``, ``_pool``, block layout) this module is
+tested with: from 2.24 up to, not including, 3.4 (pyproject.toml pins the same range)."""
+
+
+def check_open_clip(version: str | None = None) -> None:
+    """Refuse an open_clip release outside :data:`TESTED_OPEN_CLIP`: its internals may differ, and
+    re-running the blocks would give wrong tokens rather than an error."""
+    version = version or open_clip.__version__
+    low, high = TESTED_OPEN_CLIP
+    if not low <= version_tuple(version)[:2] < high:
+        raise ValueError(f"token access (TCA, ToMe, EViT) re-runs open_clip's ViT block by block and is tested with "
+                         f"open_clip {'.'.join(map(str, low))} to {'.'.join(map(str, high))} (exclusive); this is "
+                         f"open_clip {version}. Install a tested release: pip install 'open_clip_torch>="
+                         f"{'.'.join(map(str, low))},<{'.'.join(map(str, high))}'")
 
 
 @dataclass
@@ -33,15 +52,18 @@ class TokenTrace:
 
 
 def check_vit(backbone) -> VisionTransformer:
-    """The backbone's open_clip VisionTransformer; a clear error for other image towers."""
+    """The backbone's open_clip VisionTransformer; a clear error for other image towers and for
+    untested open_clip releases."""
+    check_open_clip()
     visual = backbone.model.visual
     if not isinstance(visual, VisionTransformer):
         raise ValueError(f"token condensation needs a ViT image tower; {backbone.name} has "
                          f"{type(visual).__name__}. Use a ViT backbone such as ViT-B-16 (or TDA, which works "
                          "on any backbone's features).")
     blocks = visual.transformer.resblocks
-    if not all(isinstance(b, ResidualAttentionBlock) and b.attn.batch_first for b in blocks) or \
-            visual.attn_pool is not None:
+    if not all(hasattr(visual, name) for name in ("_embeds", "_pool", "proj")) or \
+            not all(isinstance(b, ResidualAttentionBlock) and b.attn.batch_first for b in blocks) or \
+            getattr(visual, "attn_pool", None) is not None:
         raise ValueError(f"{backbone.name}: only open_clip's standard ViT blocks (batch-first "
                          "nn.MultiheadAttention, token pooling) are supported for token access")
     return visual
