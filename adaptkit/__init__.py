@@ -9,6 +9,8 @@ and ``ak.compose`` (compositional matching) are imported on first use.
 
 import importlib
 
+from . import progress  # noqa: I001  (first: imports tqdm.auto without its notebook warning)
+
 from . import adapters
 from . import data as datasets
 from ._version import __version__

@@ -166,12 +166,14 @@ class Backbone:
     """
 
     _parameter_constraints = {"device": [DEVICE], "precision": [StrOptions(set(PRECISIONS))],
-                              "init_seed": [int], "cache_dir": [str, os.PathLike, None]}
+                              "init_seed": [int], "cache_dir": [str, os.PathLike, None],
+                              "pretrained": [str, os.PathLike, None]}
 
     def __init__(self, name: str, pretrained: str | os.PathLike | None = None, *, device: str = "auto",
                  precision: str = "auto", cache_dir: str | os.PathLike | None = None, init_seed: int = 0):
         check_params("Backbone", self._parameter_constraints,
-                     {"device": device, "precision": precision, "init_seed": init_seed, "cache_dir": cache_dir})
+                     {"device": device, "precision": precision, "init_seed": init_seed, "cache_dir": cache_dir,
+                      "pretrained": pretrained})
         self.name, schema, target = self._resolve_name(name)
         self.device = resolve_device(device)
         self.precision = ("amp" if self.device.type == "cuda" else "fp32") if precision == "auto" else precision

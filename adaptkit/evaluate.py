@@ -68,7 +68,7 @@ def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], 
         board = leaderboard(support.features, support.labels, val.features, val.labels, text_weights=text,
                             adapters=names, grids={n: grids[n] for n in names if n in grids}, captions=captions,
                             unlabeled=test.features, backbone=backbone, device=str(backbone.device), progress=False)
-        for entry in board.rows:
+        for entry in sorted(board.rows, key=lambda e: names.index(e["adapter"])):
             adapter = board.adapters[entry["adapter"]]
             start = time.perf_counter()
             logits = adapter.logits(test.features)

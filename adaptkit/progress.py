@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
+from tqdm import TqdmWarning
 from tqdm import tqdm as text_bar
+
+with warnings.catch_warnings():
+    # huggingface_hub (imported with open_clip) imports tqdm.auto, which warns "IProgress not found"
+    # in a notebook without ipywidgets; adaptkit draws a plain bar there instead, so import it quietly
+    # once, before anything else does.
+    warnings.simplefilter("ignore", TqdmWarning)
+    import tqdm.auto  # noqa: F401
 
 _quiet = False
 

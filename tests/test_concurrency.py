@@ -15,7 +15,7 @@ import numpy as np
 from conftest import write_jpegs
 
 EXTRACT = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     import numpy as np
     import adaptkit as ak
     from adaptkit.data import ImageSet
@@ -24,9 +24,15 @@ EXTRACT = textwrap.dedent("""
     bb = ak.Backbone(ak.TINY, device="cpu")
     encoded = [0]
     original = bb.encode_batch
+    started, release = sys.argv[3] + ".started", sys.argv[4]
     def counted(pixels):
+        # The encoding process holds its first batch until the test has seen the other one wait.
+        if encoded[0] == 0:
+            open(started, "w").close()
+            deadline = time.time() + 120
+            while not os.path.exists(release) and time.time() < deadline:
+                time.sleep(0.05)
         encoded[0] += pixels.shape[0]
-        time.sleep(0.05)
         return original(pixels)
     bb.encode_batch = counted
     fs = ak.extract(bb, images, cache_dir=sys.argv[2], batch_size=8, num_workers=0, progress=False)
@@ -39,16 +45,32 @@ def test_two_processes_extracting_one_set_encode_it_once(tmp_path):
     paths = write_jpegs(tmp_path / "img", n_classes=3, per_class=20)
     cache = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    children = []
-    for name in ("first", "second"):
-        children.append(subprocess.Popen([sys.executable, "-c", EXTRACT, "\n".join(paths), str(cache),
-                                          str(tmp_path / name)], env=env, stderr=subprocess.PIPE, text=True))
-        time.sleep(0.5)
-    errors = [child.communicate(timeout=300)[1] for child in children]
+    release = tmp_path / "release"
+    children, logs = [], [tmp_path / "first.log", tmp_path / "second.log"]
+
+    def start(name, log):
+        with open(log, "w") as stderr:
+            return subprocess.Popen([sys.executable, "-c", EXTRACT, "\n".join(paths), str(cache),
+                                     str(tmp_path / name), str(release)], env=env, stderr=stderr)
+
+    def wait_for(condition, what):
+        deadline = time.monotonic() + 120
+        while not condition():
+            assert time.monotonic() < deadline and all(c.poll() in (None, 0) for c in children), \
+                (what, [log.read_text() for log in logs if log.exists()])
+            time.sleep(0.05)
+
+    children.append(start("first", logs[0]))
+    wait_for(lambda: (tmp_path / "first.started").exists(), "the first process to start encoding")
+    children.append(start("second", logs[1]))
+    wait_for(lambda: "waiting for another process" in logs[1].read_text(), "the second process to wait")
+    release.touch()
+    for child in children:
+        child.wait(timeout=300)
+    errors = [log.read_text() for log in logs]
     assert [child.returncode for child in children] == [0, 0], errors
     counts = [json.loads((tmp_path / f"{name}.json").read_text())["encoded"] for name in ("first", "second")]
-    assert sorted(counts) == [0, len(paths)]
-    assert "waiting for another process" in errors[counts.index(0)]
+    assert counts == [len(paths), 0]
     first, second = np.load(tmp_path / "first.npy"), np.load(tmp_path / "second.npy")
     assert np.array_equal(first, second)
 

@@ -108,7 +108,10 @@ class Adapter(ClassifierMixin, BaseEstimator):
             y_values = column_or_1d(y_values, warn=True)
         if y_values.shape != (X.shape[0],):
             raise ValueError(f"y must have shape ({X.shape[0]},) to match X; got {y_values.shape}")
-        check_classification_targets(y_values)
+        try:
+            check_classification_targets(y_values)
+        except ValueError as err:
+            raise ValueError(f"y must hold class labels: {err}") from None
         if text_weights is None:
             if self.needs_text:
                 raise ValueError(f"{name} needs text_weights: the (C, D) zero-shot classifier, "

@@ -66,6 +66,17 @@ class FeatureSet:
     classnames: list[str]
     metadata: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.features, torch.Tensor) or not isinstance(self.labels, torch.Tensor):
+            raise TypeError(f"features and labels must be torch tensors; got {type(self.features).__name__} and "
+                            f"{type(self.labels).__name__}")
+        if isinstance(self.classnames, str) or not isinstance(self.classnames, (list, tuple)):
+            raise TypeError(f"classnames must be a list of strings; got {type(self.classnames).__name__}")
+        if not isinstance(self.metadata, dict):
+            raise TypeError(f"metadata must be a dict; got {type(self.metadata).__name__} {self.metadata!r:.60}")
+        self.classnames = list(self.classnames)
+        _check_feature_set(self.features, self.labels, self.classnames, "FeatureSet", finite=False)
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
@@ -156,8 +167,9 @@ def _check_dtype(dtype) -> None:
         raise ValueError(f"dtype must be one of {tuple(STORAGE_DTYPES)}; got {dtype!r}")
 
 
-def _check_feature_set(features, labels, classnames, where: str) -> None:
-    """Shapes, dtypes, finiteness and labels against class names, with ``where`` in the message."""
+def _check_feature_set(features, labels, classnames, where: str, finite: bool = True) -> None:
+    """Shapes, dtypes, labels against class names and (unless ``finite=False``) finiteness, with
+    ``where`` in the message."""
     if features.ndim not in (2, 3) or not features.is_floating_point():
         raise ValueError(f"{where}: features must be a float (N, D) or (N, V, D) tensor; got "
                          f"{features.dtype} {tuple(features.shape)}")
@@ -169,7 +181,7 @@ def _check_feature_set(features, labels, classnames, where: str) -> None:
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(classnames)):
         raise ValueError(f"{where}: labels lie in [{int(labels.min())}, {int(labels.max())}] but there are "
                          f"{len(classnames)} class names")
-    if not bool(torch.isfinite(features).all()):
+    if finite and not bool(torch.isfinite(features).all()):
         raise ValueError(f"{where}: features hold NaN or infinite values")
 
 

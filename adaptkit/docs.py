@@ -1,0 +1,149 @@
+"""Regenerate the figures README and the quick-start notebook show, from the code as it is.
+
+``python -m adaptkit.docs`` (from a clone) runs the demo recipe, writes its table into README
+between the ``<!-- demo-table -->`` markers and its figure to ``docs/``, and re-executes
+``notebooks/quickstart.ipynb`` in a scratch folder, storing outputs with scratch paths replaced.
+``--check`` recomputes the table and exits 1 when README's differs. The notebook step needs the
+``dev`` extra (nbclient).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEMO_RECIPE = REPOSITORY / "recipes" / "demo.toml"
+README = REPOSITORY / "README.md"
+NOTEBOOK = REPOSITORY / "notebooks" / "quickstart.ipynb"
+FIGURE = REPOSITORY / "docs" / "demo_accuracy_vs_shots.png"
+TABLE_BLOCK = re.compile(r"(<!-- demo-table -->\n)(.*?)(\n<!-- /demo-table -->)", re.S)
+NOTEBOOK_OUTPUT_FORBIDDEN = ("Warning", "WARNING", "Traceback")
+
+
+def _need_clone() -> None:
+    missing = [p for p in (DEMO_RECIPE, README, NOTEBOOK) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"adaptkit.docs works on a clone of the repository; missing {missing[0]}")
+
+
+@contextmanager
+def _scratch_cache():
+    """A fresh feature cache, so the documented numbers never come from stale entries."""
+    previous = os.environ.get("ADAPTKIT_CACHE")
+    with tempfile.TemporaryDirectory(prefix="adaptkit-docs-") as scratch:
+        os.environ["ADAPTKIT_CACHE"] = str(Path(scratch) / "cache")
+        try:
+            yield Path(scratch)
+        finally:
+            if previous is None:
+                os.environ.pop("ADAPTKIT_CACHE", None)
+            else:
+                os.environ["ADAPTKIT_CACHE"] = previous
+
+
+def demo_rows(progress: bool = False) -> list[dict]:
+    """Result rows of ``recipes/demo.toml``, computed from scratch."""
+    from .evaluate import compare
+    from .recipes import load_recipe
+
+    _need_clone()
+    with _scratch_cache() as scratch:
+        return compare(load_recipe(DEMO_RECIPE), output=str(scratch / "out"), progress=progress).rows
+
+
+def demo_table(rows: list[dict]) -> str:
+    """The README block: top-1 test accuracy (%) per adapter and shot count on digits."""
+    from .results import summary_table
+
+    return summary_table(rows)
+
+
+def readme_table(readme: str) -> str:
+    """The demo table README shows now."""
+    match = TABLE_BLOCK.search(readme)
+    if match is None:
+        raise ValueError(f"{README} has no <!-- demo-table --> ... <!-- /demo-table --> block")
+    return match.group(2)
+
+
+def write_readme_table(table: str) -> bool:
+    """Replace README's demo table; True when it changed."""
+    text = README.read_text(encoding="utf-8")
+    readme_table(text)
+    updated = TABLE_BLOCK.sub(lambda m: m.group(1) + table + m.group(3), text)
+    if updated != text:
+        README.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+def write_figure(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plots import accuracy_vs_shots
+
+    figure = accuracy_vs_shots(rows)
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(FIGURE, dpi=110, metadata={"Software": None})
+
+
+def run_notebook(path: Path = NOTEBOOK, timeout: int = 900):
+    """Execute a notebook in a scratch folder with a scratch cache; return it with outputs whose
+    scratch paths are replaced by ``<scratch>``. Raises when a cell fails or prints a warning."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    with _scratch_cache() as scratch:
+        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(scratch)}}).execute()
+        roots = sorted({str(scratch), os.path.realpath(scratch), tempfile.gettempdir()}, key=len, reverse=True)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.metadata.pop("execution", None)
+        for output in cell.outputs:
+            if output.get("output_type") == "stream":
+                text = output["text"]
+                for root in roots:
+                    text = text.replace(root, "<scratch>")
+                output["text"] = text
+                if output.get("name") == "stderr" or any(w in text for w in NOTEBOOK_OUTPUT_FORBIDDEN):
+                    raise RuntimeError(f"{path.name}: cell {cell.execution_count} wrote {text.strip()[:300]!r}")
+    return notebook
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adaptkit.docs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only compare README's demo table with a fresh run")
+    parser.add_argument("--skip-notebook", action="store_true", help="leave the notebook as it is")
+    args = parser.parse_args(argv)
+    _need_clone()
+    rows = demo_rows(progress=sys.stderr.isatty())
+    table = demo_table(rows)
+    if args.check:
+        current = readme_table(README.read_text(encoding="utf-8"))
+        if current != table:
+            print(f"README's demo table differs from a fresh run:\n--- README\n{current}\n--- fresh\n{table}")
+            return 1
+        print("README's demo table matches a fresh run")
+        return 0
+    print("README demo table", "updated" if write_readme_table(table) else "unchanged")
+    write_figure(rows)
+    print(f"wrote {FIGURE.relative_to(REPOSITORY)}")
+    if not args.skip_notebook:
+        import nbformat
+
+        nbformat.write(run_notebook(), NOTEBOOK)
+        print(f"executed {NOTEBOOK.relative_to(REPOSITORY)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
