@@ -11,8 +11,9 @@ On a folder of synthetic photo-sized JPEGs (generated once under --folder):
 It prints (c)/(i) (acceptance: >= 0.9) and (c)/min(a x CPUs, b), the bound when decoding and the
 forward pass do not compete for the same cores (a GPU machine). Then it kills an extraction with
 SIGKILL once 60 % of its shards are on disk, times the rerun against a full run and checks the
-features bit for bit. Last, it builds an out-of-core IVF index over a synthetic sharded store and
-reports the peak resident memory of that process next to the size of the pool in float32.
+features bit for bit. Last, it builds an out-of-core IVF index over synthetic sharded stores of two
+sizes and reports the anonymous memory the build adds (mapped index files excluded: the kernel
+pages them out) next to the size of each pool in float32.
 
   python benchmarks/extract.py [--images 2000] [--backbone adaptkit-tiny] [--device cpu]
 """
@@ -142,26 +143,53 @@ def resume_saving(bb, paths, folder: Path, args, scratch: Path) -> None:
           f"features bit-identical: {identical}")
 
 
-def out_of_core_memory(rows: int, dim: int, scratch: Path) -> None:
-    """Peak RSS of building an on-disk IVF index over a synthetic store, in a fresh process."""
-    code = f"""
-import resource, sys, numpy as np, torch
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+BUILD_INDEX = """
+import sys, threading, time
+sys.path.insert(0, {here!r})
 from extract import synthetic_entry
 from adaptkit.support import SupportIndex
-entry = synthetic_entry({str(scratch / 'store')!r}, {rows}, {dim})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-index = SupportIndex.from_entry(entry, {str(scratch / 'lists')!r}, "ivf_flat", nlist=1024, nprobe=16,
-                                train_size=32768)
-print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, len(index))
+
+def anonymous_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+    return 0
+
+entry = synthetic_entry({root!r}, {rows}, {dim})
+peak, done = [anonymous_kib()], []
+start = peak[0]
+
+def watch():
+    while not done:
+        peak[0] = max(peak[0], anonymous_kib())
+        time.sleep(0.005)
+
+watcher = threading.Thread(target=watch, daemon=True)
+watcher.start()
+index = SupportIndex.from_entry(entry, {lists!r}, "ivf_flat", nlist=1024, nprobe=16, train_size=32768)
+done.append(True)
+watcher.join()
+print(start, peak[0], len(index))
 """
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    before_kib, peak_kib, n = (int(v) for v in out[-3:])
-    pool_mib = rows * dim * 4 / 2 ** 20
-    print(f"\nout-of-core IVF over {n:,} x {dim} features ({pool_mib:.0f} MiB as float32, stored float16): "
-          f"peak RSS {peak_kib / 1024:.0f} MiB ({before_kib / 1024:.0f} MiB before building; "
-          f"{peak_kib / 1024 / pool_mib:.2f}x the pool), {time.perf_counter() - start:.0f} s")
+
+
+def out_of_core_memory(rows: int, dim: int, scratch: Path) -> None:
+    """Anonymous memory (heap, not mapped files) added while building an on-disk IVF index over a
+    synthetic store, at two pool sizes, each in a fresh process after the store is written."""
+    here = str(Path(__file__).parent)
+    for n in (rows // 2, rows):
+        root, lists = str(scratch / f"store-{n}"), str(scratch / f"lists-{n}")
+        subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); from extract import "
+                        f"synthetic_entry; synthetic_entry({root!r}, {n}, {dim})"], check=True)
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", BUILD_INDEX.format(here=here, root=root, rows=n, dim=dim,
+                                                                        lists=lists)],
+                             capture_output=True, text=True, check=True).stdout.split()
+        before_kib, peak_kib, size = (int(v) for v in out[-3:])
+        pool_mib = n * dim * 4 / 2 ** 20
+        print(f"out-of-core IVF over {size:,} x {dim} features ({pool_mib:.0f} MiB as float32): anonymous memory "
+              f"+{(peak_kib - before_kib) / 1024:.0f} MiB while building ({(peak_kib - before_kib) / 1024 / pool_mib:.2f}"
+              f"x the pool), {time.perf_counter() - start:.0f} s")
 
 
 def synthetic_entry(root: str, rows: int, dim: int, shard_rows: int = 65536):
@@ -233,6 +261,7 @@ def main() -> None:
         if not args.skip_ray:
             print(f"max |features(d) - features(c)| = {ray_same:.1e}")
         resume_saving(bb, paths, folder, args, scratch)
+        print()
         out_of_core_memory(args.pool_rows, args.pool_dim, scratch)
     print(f"\n(process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
 

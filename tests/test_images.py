@@ -191,3 +191,38 @@ def test_imagenet_variants_load_with_their_class_subsets(tmp_path):
         ak.datasets.load("imagenet_r", root=tmp_path / "nothing")
     with pytest.raises(ValueError, match="split must be one of"):
         dataset.few_shot(1, seed=1)
+
+
+def test_gpu_decoding_needs_a_cuda_backbone(tiny, tmp_path):
+    paths = write_jpegs(tmp_path / "img", n_classes=2, per_class=2)
+    with pytest.raises(ValueError, match="decode='gpu' needs a CUDA backbone"):
+        ak.extract(tiny, image_set(paths), decode="gpu", cache_dir=False, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU decoding needs a CUDA device")
+def test_gpu_decoding_encodes_like_cpu_decoding_and_falls_back_for_other_formats(tmp_path):
+    """nvjpeg + GPU resizing are not bit-identical to Pillow, so rows must agree in direction; a PNG
+    in the set goes through the CPU decoder, and views stay seeded per image."""
+    cuda = ak.Backbone(ak.TINY, device="cuda")
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128]
+    paths = []
+    for c in range(3):
+        for i in range(6):
+            smooth = np.stack([(x * (c + 1) + 17 * i) % 256, (y * 2 + 5 * c) % 256, (x + y + 9 * i) % 256], -1)
+            noisy = np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+            path = tmp_path / "img" / f"class_{c}" / f"{i:02d}.{'png' if i == 0 else 'jpg'}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(noisy).save(path, **({} if i == 0 else {"quality": 95}))
+            paths.append(str(path))
+    images = image_set(sorted(paths))
+    for views in (1, 3):
+        cpu = ak.extract(cuda, images, views=views, seed=4, cache_dir=False, progress=False, decode="cpu")
+        gpu = ak.extract(cuda, images, views=views, seed=4, cache_dir=False, progress=False, decode="gpu")
+        assert gpu.features.shape == cpu.features.shape and torch.equal(gpu.labels, cpu.labels)
+        if views == 1:
+            cosine = (gpu.features * cpu.features).sum(-1)
+            assert float(cosine.min()) > 0.98, cosine
+        again = ak.extract(cuda, images, views=views, seed=4, cache_dir=False, progress=False, decode="gpu",
+                           batch_size=5)
+        torch.testing.assert_close(again.features, gpu.features, atol=2e-3, rtol=0)
