@@ -13,6 +13,23 @@ def tiny() -> ak.Backbone:
     return ak.Backbone(ak.TINY, device="cpu")
 
 
+@pytest.fixture
+def tune_calls(monkeypatch) -> list:
+    """The (X_val, y_val) of every ``tune`` call made by ``leaderboard`` (and so by ``compare``),
+    as torch tensors: a spy that proves which data tuning saw."""
+    import adaptkit.ranking
+    import torch
+
+    calls, real_tune = [], adaptkit.ranking.tune
+
+    def spy(adapter, X_val, y_val, grid=None):
+        calls.append((torch.as_tensor(np.asarray(X_val)).clone(), torch.as_tensor(np.asarray(y_val)).clone()))
+        return real_tune(adapter, X_val, y_val, grid)
+
+    monkeypatch.setattr(adaptkit.ranking, "tune", spy)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def digits() -> ak.datasets.Dataset:
     return ak.datasets.load("digits")

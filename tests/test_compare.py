@@ -11,7 +11,6 @@ import torch
 from typer.testing import CliRunner
 
 import adaptkit as ak
-import adaptkit.ranking
 import adaptkit.results
 from adaptkit.cli import app
 from adaptkit.data import prepare as prepare_module
@@ -101,16 +100,9 @@ def hand_summary(rows):
     return out
 
 
-def test_compare_writes_results_tables_and_figures_and_resumes(tmp_path, monkeypatch):
+def test_compare_writes_results_tables_and_figures_and_resumes(tmp_path, tune_calls):
     recipe = small_recipe(tmp_path)
-    tune_inputs = []
-    real_tune = adaptkit.ranking.tune
-
-    def spy(adapter, X_val, y_val, grid=None):
-        tune_inputs.append((torch.as_tensor(X_val).clone(), torch.as_tensor(y_val).clone()))
-        return real_tune(adapter, X_val, y_val, grid)
-
-    monkeypatch.setattr(adaptkit.ranking, "tune", spy)
+    tune_inputs = tune_calls
     result = compare(recipe, progress=False)
     out = Path(recipe.output)
     assert len(result.rows) == 3 * 2 * 2 == result.new_rows == result.rows_in_file and len(tune_inputs) == 12

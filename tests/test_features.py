@@ -21,7 +21,6 @@ import adaptkit as ak
 import adaptkit.features.store
 import adaptkit.storage
 from adaptkit.data import ImageSet
-from adaptkit.features import FeatureStore
 from conftest import image_set, write_jpegs
 
 
