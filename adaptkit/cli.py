@@ -238,9 +238,9 @@ def demo(
     if pretrained is None and not backbone.startswith(("hf-hub:", "local-dir:")):
         typer.echo(f"\nNote: {model.name} is RANDOMLY INITIALISED, so zero-shot is at chance "
                    f"({100 / len(data.classnames):.0f}% on {len(data.classnames)} classes); the adapters learn "
-                   "from the few-shot image features alone. The cache and kernel adapters (Tip-Adapter, TIP-X, "
-                   "APE, ProKeR, caption cache) refine a zero-shot classifier that is noise here, and the "
-                   "transductive GDA starts its EM from it, so they stay near chance. The same run with real "
+                   "from the few-shot image features alone. The cache adapters (Tip-Adapter, TIP-X, APE, caption "
+                   "cache) add a residual to a zero-shot classifier that is noise here, and the transductive "
+                   "GDA starts its EM from it, so they stay near chance. The same run with real "
                    "CLIP weights:\n"
                    "  adaptkit demo --backbone ViT-B-32 --pretrained openai")
     typer.echo(f"\nfinished in {time.perf_counter() - start:.1f} s. Next: the whole protocol with tables and "
