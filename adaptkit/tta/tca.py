@@ -31,7 +31,7 @@ from ..adapters.base import LOGIT_SCALE
 from ..backbones import Backbone
 from ..data.decode import load_image
 from .condense import POLICIES, default_layers, flops_per_image, make_policy
-from .state import check_state, read_state, refuse, save_state
+from .state import check_state, load_state_file, read_state, refuse, save_state
 from .tokens import check_vit, vit_forward
 
 
@@ -209,16 +209,7 @@ class TCA:
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore a reservoir written by :meth:`save` (same backbone and text weights)."""
-        header, tensors = read_state(path, "tca")
-        weights = tensors.pop("text_weights", None)
-        if header.get("backbone", {}).get("weights") != self.backbone.identity["weights"] or weights is None or \
-                weights.shape != self.text_weights.shape or \
-                not torch.allclose(weights.to(self.text_weights.device), self.text_weights, atol=1e-6):
-            raise ValueError(f"{path} holds the state of a TCA with another backbone or other text weights")
-        try:
-            self.load_state_dict(tensors)
-        except (ValueError, TypeError) as err:
-            raise refuse(path, "tca", err) from None
+        load_state_file(self, path, "tca", self.text_weights, self.backbone.identity["weights"])
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, backbone: Backbone | None = None, **backbone_options) -> TCA:

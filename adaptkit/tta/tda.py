@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import StrOptions
 from .._params import DEVICE, FLOAT32_MAX, Float, Int, check_params
 from .._validation import check_features, resolve_device
 from ..adapters.base import LOGIT_SCALE
-from .state import check_state, read_state, refuse, save_state
+from .state import check_state, load_state_file, read_state, refuse, save_state
 
 WEIGHT = [Float(0, FLOAT32_MAX)]
 BAND = [tuple, list]
@@ -171,15 +171,7 @@ class TDA:
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore caches written by :meth:`save`; the file's text weights must be this TDA's."""
-        header, tensors = read_state(path, "tda")
-        weights = tensors.pop("text_weights", None)
-        if weights is None or weights.shape != self.text_weights.shape or \
-                not torch.allclose(weights.to(self.device), self.text_weights, atol=1e-6):
-            raise ValueError(f"{path} holds the state of a TDA with other text weights")
-        try:
-            self.load_state_dict(tensors)
-        except (ValueError, TypeError) as err:
-            raise refuse(path, "tda", err) from None
+        load_state_file(self, path, "tda", self.text_weights)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: str = "auto") -> TDA:
