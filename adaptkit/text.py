@@ -18,6 +18,8 @@ import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .storage import expand_path
+
 IMAGENET_TEMPLATES = (
     "itap of a {}.",
     "a bad photo of the {}.",
@@ -87,7 +89,7 @@ def prompts_sha256(classnames: Sequence[str], templates: Prompts) -> str:
 
 
 def _read_text(path: str | os.PathLike, what: str) -> str:
-    path = Path(os.path.expanduser(os.fspath(path)))
+    path = expand_path(path)
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage import expand_path
+
 
 def winoground_scores(scores: np.ndarray) -> dict[str, float]:
     """Text, image and group scores for (M, 2, 2) scores indexed [item, caption, image].
@@ -49,7 +51,7 @@ FORMATS = {"pairwise": (["image"], ["positive", "negative"]),
 def read_benchmark(path: str | os.PathLike) -> tuple[str, list[dict]]:
     """(format, rows) of a benchmark CSV, checked: UTF-8, a known header, at least one row, no empty
     cell. Cheap, so callers check it before building a backbone."""
-    path = Path(os.path.expanduser(os.fspath(path)))
+    path = expand_path(path)
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))

@@ -16,10 +16,11 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..storage import expand_path
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -102,7 +103,7 @@ def load_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, (str, os.PathLike)):
-        path = Path(os.path.expanduser(os.fspath(image)))
+        path = expand_path(image, "image")
         if not path.is_file():
             raise FileNotFoundError(f"image file not found: {display_path(path)}")
         return decode_image(path)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from ..storage import expand_path
 from ..text import DEFAULT_TEMPLATES, Prompts
 from .base import Dataset, ImageSet
 from .decode import display_path
@@ -55,7 +56,7 @@ def _read_classnames(classnames, folders: list[str]) -> list[str]:
     if classnames is None:
         return [f.replace("_", " ") for f in folders]
     if isinstance(classnames, (str, os.PathLike)):
-        path = Path(os.path.expanduser(os.fspath(classnames)))
+        path = expand_path(classnames, "classnames")
         try:
             lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except FileNotFoundError:
@@ -89,7 +90,7 @@ def load_image_folder(root: str | os.PathLike, *, name: str | None = None, templ
     then it is carved from train). With class folders directly under ``root`` the images are
     split stratified into train / val / test by ``val_fraction`` and ``test_fraction``.
     """
-    root = Path(os.path.expanduser(os.fspath(root)))
+    root = expand_path(root, "root")
     if not root.is_dir():
         raise ValueError(f"root={str(root)!r} is not a directory")
     for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):

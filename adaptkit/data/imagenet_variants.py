@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage import expand_path
 from ..text import IMAGENET_TEMPLATES
 from .base import Dataset, DatasetFilesMissing, ImageSet
 from .decode import display_path
@@ -73,7 +74,7 @@ def load_imagenet_variant(name: str, root: str | os.PathLike) -> Dataset:
     if name not in VARIANTS:
         raise ValueError(f"name must be one of {tuple(VARIANTS)}; got {name!r}")
     layout = VARIANTS[name]
-    root = Path(os.path.expanduser(os.fspath(root)))
+    root = expand_path(root, "root")
     folder = root / layout.folder
     images_dir = folder / layout.images
     if not images_dir.is_dir():
