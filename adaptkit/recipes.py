@@ -34,7 +34,6 @@ any dataset or backbone is touched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ._params import DEVICE, check_params
+from .storage import json_sha256
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,7 +132,7 @@ class Recipe:
     def config_hash(self, adapter: str, prompts_sha256: str = "") -> str:
         """Hash of what changes an adapter's rows besides dataset, backbone, shots and seed."""
         relevant = {"views": self.views, "grid": self.grids.get(adapter), "prompts": prompts_sha256}
-        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+        return json_sha256(relevant)[:16]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "source"}

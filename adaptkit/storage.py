@@ -113,6 +113,11 @@ def digest(header: dict, tensors: dict[str, torch.Tensor]) -> str:
     return hasher.hexdigest()
 
 
+def json_sha256(value: Any) -> str:
+    """SHA-256 (hex) of ``value`` as canonical JSON (keys sorted): how adaptkit names what it hashes."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> str:
     """Hex SHA-256 of a file's content, read in 16 MiB chunks."""
     hasher = hashlib.sha256()

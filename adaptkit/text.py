@@ -11,14 +11,13 @@ class (CuPL and other generated descriptions). :func:`load_prompts` reads them f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .storage import expand_path
+from .storage import expand_path, json_sha256
 
 IMAGENET_TEMPLATES = (
     "itap of a {}.",
@@ -85,7 +84,7 @@ def prompts(classnames: Sequence[str], templates: Prompts) -> list[list[str]]:
 
 def prompts_sha256(classnames: Sequence[str], templates: Prompts) -> str:
     """SHA-256 of every prompt of every class (what a text classifier was built from)."""
-    return hashlib.sha256(json.dumps(prompts(classnames, templates)).encode()).hexdigest()
+    return json_sha256(prompts(classnames, templates))
 
 
 def _read_text(path: str | os.PathLike, what: str) -> str:

@@ -12,7 +12,6 @@ Two processes asking for the same entry share the work: one encodes, the other w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ from .._params import StrOptions, check_params
 from .._params import Int as IntRange
 from ..backbones import Backbone
 from ..data.base import ImageSet
-from ..storage import UntrustedFileError, expand_path, peek_format, read_checked, write_checked
+from ..storage import UntrustedFileError, expand_path, json_sha256, peek_format, read_checked, write_checked
 from .store import STORAGE_DTYPES, FeatureStore, ShardPlan, auto_shard_size, plan_shards
 
 logger = logging.getLogger("adaptkit")
@@ -156,7 +155,7 @@ def cache_key(backbone: Backbone, images: ImageSet, transform: str, views: int, 
         "seed": seed if views > 1 else None,
         "dtype": dtype,
     }
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+    return json_sha256(description)
 
 
 # --- files -----------------------------------------------------------------------------------------

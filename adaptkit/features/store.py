@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..storage import UntrustedFileError, atomic_write, file_lock, read_checked, write_checked
+from ..storage import UntrustedFileError, atomic_write, file_lock, json_sha256, read_checked, write_checked
 
 logger = logging.getLogger("adaptkit")
 
@@ -138,7 +138,7 @@ class FeatureStore:
         """Make an entry visible: write its manifest (atomically, checksummed) after its shards."""
         manifest = {"format": ENTRY_FORMAT, "format_version": STORE_VERSION, "key": key,
                     "shards": [{"id": s.id, "start": s.start, "stop": s.stop} for s in shards], **description}
-        manifest["sha256"] = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        manifest["sha256"] = json_sha256(manifest)
         atomic_write(self.entry_path(key), lambda tmp: Path(tmp).write_text(json.dumps(manifest), encoding="utf-8"))
 
     def read_manifest(self, key: str) -> dict | None:
@@ -150,7 +150,7 @@ class FeatureStore:
             expected = manifest.pop("sha256")
             ok = (manifest.get("format") == ENTRY_FORMAT and manifest.get("format_version") == STORE_VERSION
                   and manifest.get("key") == key
-                  and hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest() == expected)
+                  and json_sha256(manifest) == expected)
         except FileNotFoundError:
             return None
         except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
