@@ -100,10 +100,10 @@ def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str
     device : where adapters named by string compute.
     progress : a bar over the adapters.
     """
-    explicit = adapters is not None
-    chosen = list(ADAPTERS) if adapters is None else list(adapters)
     if isinstance(adapters, (str, Adapter)):
         raise TypeError("adapters must be a list of names or adapter instances")
+    explicit = adapters is not None
+    chosen = list(ADAPTERS) if adapters is None else list(adapters)
     grids = dict(grids or {})
     entries: list[tuple[str, Adapter]] = []
     for item in chosen:
