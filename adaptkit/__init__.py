@@ -9,22 +9,21 @@ and ``ak.compose`` (compositional matching) are imported on first use.
 
 import importlib
 
-from . import progress  # noqa: I001  (first: imports tqdm.auto without its notebook warning)
+from . import progress  # noqa: F401  (first: imports tqdm.auto without its notebook warning)
 
 from . import adapters
 from . import data as datasets
 from ._version import __version__
 from .adapters import APE, GDA, CaptionCache, LinearProbe, ProKeR, TipAdapter, TipX, TransductiveGDA, ZeroShot
+from .adapters import load_adapter, save_adapter
 from .backbones import TINY, Backbone, list_backbones
 from .features import FeatureSet, extract, load_features, save_features
+from .leaderboard import Leaderboard, leaderboard
 from .loading import load
-from .persistence import load_adapter, save_adapter
 from .predictor import Predictor
-from .ranking import Leaderboard, leaderboard
 from .tuning import tune
 
-
-_LAZY = {"support", "tta", "compose", "evaluate", "plots", "recipes"}
+_LAZY = {"support", "tta", "compose", "protocol", "plots", "recipes"}
 
 
 def __getattr__(name: str):

@@ -16,8 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import (InvalidParameterError, Interval, StrOptions,
-                                             validate_parameter_constraints)
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions, validate_parameter_constraints
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """The largest finite float32: bounds for weights that multiply float32 logits."""

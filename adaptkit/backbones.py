@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from ._options import PRECISIONS
 from ._params import DEVICE, StrOptions, check_params
 from ._validation import resolve_device
 from .data.decode import load_image
@@ -43,7 +44,6 @@ open_clip.add_model_config(_CONFIG_DIR)
 TINY = "adaptkit-tiny"
 """A randomly initialised ViT at 32 px (~200k vision parameters) for tests and the offline demo."""
 
-PRECISIONS = ("auto", "fp32", "amp", "amp_bf16")
 HUB_HOST = "huggingface.co"
 CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -389,12 +389,6 @@ class Backbone:
         ])
 
     # --- encoding -----------------------------------------------------------------------------
-
-    def predict(self, adapter, images, classnames=None) -> list[str]:
-        """Class names for images (paths, folders, PIL images) under a fitted ``adapter``."""
-        from .predictor import Predictor
-
-        return Predictor(self, adapter, classnames).predict(images)
 
     def _autocast(self):
         if self.precision == "fp32":

@@ -36,25 +36,34 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import faiss
-import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take and return torch tensors)
+try:  # faiss is an extra (its cpu or its gpu build, never both): everything else works without it
+    import faiss
+    import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take and return torch tensors)
+except ImportError:
+    faiss = None
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.utils._param_validation import StrOptions
 
-from .._params import Int, check_params
-from .._validation import check_features
-from ..storage import expand_path, read_checked, write_checked
+from ._params import Int, StrOptions, check_params
+from ._validation import check_features
+from .storage import expand_path, read_checked, write_checked
 
 KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 INDEX_FORMAT = "adaptkit-support-index"
 INDEX_FORMAT_VERSION = 1
 
 
+def require_faiss() -> None:
+    """Raise a clear ImportError when neither faiss build is installed."""
+    if faiss is None:
+        raise ImportError("support indexes and sparse caches need faiss: pip install 'adaptkit[cpu]' "
+                          "(or 'adaptkit[gpu]' for faiss-gpu-cu12; never both)")
+
+
 def gpu_available() -> bool:
     """True when faiss was built with GPU support and sees a CUDA device."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 class SupportIndex:
@@ -81,6 +90,7 @@ class SupportIndex:
     def __init__(self, dim: int, kind: str = "flat", *, device: str = "auto", nlist: int | None = None,
                  nprobe: int = 16, pq_m: int | None = None, pq_bits: int = 8, refine: int | None = None,
                  hnsw_m: int = 32, ef_search: int = 128):
+        require_faiss()
         check_params("SupportIndex", self._parameter_constraints,
                      {"dim": dim, "kind": kind, "device": device, "nlist": nlist, "nprobe": nprobe, "pq_m": pq_m,
                       "pq_bits": pq_bits, "refine": refine, "hnsw_m": hnsw_m, "ef_search": ef_search})
@@ -281,6 +291,7 @@ class SupportIndex:
     def load(cls, path: str | os.PathLike, device: str = "auto") -> SupportIndex:
         """Read an index written by :meth:`save`; a missing or damaged file raises ``ValueError``
         (``FileNotFoundError`` when absent) naming it."""
+        require_faiss()
         path = expand_path(path)
         header, tensors = read_checked(path, INDEX_FORMAT, INDEX_FORMAT_VERSION, "a support index file")
         loaded = cls(header["dim"], header["kind"], device=device, **header["options"])

@@ -3,6 +3,8 @@
 :func:`leaderboard` fits every adapter that applies, tunes it on the validation set
 (:func:`adaptkit.tune`), and returns a :class:`Leaderboard`: rows best first, the tuned adapters,
 the best one ready for ``predict``/``save``, and what was skipped and why. Test data never enters.
+Adapters receive their declared extra ``fit`` inputs (captions, unlabeled features, ...) by name
+from the keywords of :func:`leaderboard`; an adapter whose required input is absent is skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from sklearn.base import clone
 
-from .adapters import ADAPTERS, Adapter, CaptionCache, TransductiveGDA
+from .adapters import ADAPTERS, Adapter
 from .progress import progress_bar
 from .tuning import grid_axes, tune
 
@@ -27,7 +29,7 @@ class Leaderboard:
     rows : one dict per adapter, best first: ``adapter`` (name), ``params`` (chosen
         hyper-parameters), ``val_accuracy`` (fraction), ``fit_seconds``, ``tune_seconds``.
     adapters : name -> the fitted, tuned adapter.
-    skipped : name -> why the adapter did not run (no text weights, no captions, transductive).
+    skipped : name -> why the adapter did not run (no text weights, a missing declared input).
     """
 
     rows: list[dict[str, Any]]
@@ -75,15 +77,22 @@ def _short(value: Any) -> str:
 
 
 def _name_of(adapter: Adapter) -> str:
-    for name, cls in ADAPTERS.items():
-        if type(adapter) is cls:
-            return name
-    return type(adapter).__name__
+    return type(adapter).name or type(adapter).__name__
+
+
+def _missing_inputs(adapter: Adapter, text_weights, inputs: Mapping[str, Any]) -> str | None:
+    """Why ``adapter`` cannot be fitted with these inputs, or ``None``."""
+    if adapter.needs_text and text_weights is None:
+        return "needs text_weights"
+    for name, spec in type(adapter).fit_inputs.items():
+        if spec.required and inputs.get(name) is None:
+            return f"needs {name}: {spec.description}"
+    return None
 
 
 def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str | Adapter] | None = None,
-                grids: Mapping[str, Mapping[str, Sequence]] | None = None, captions=None, unlabeled=None,
-                backbone=None, device: str = "auto", progress: bool = True) -> Leaderboard:
+                grids: Mapping[str, Mapping[str, Sequence]] | None = None, device: str = "auto",
+                progress: bool = True, **inputs) -> Leaderboard:
     """Fit, tune on validation and rank the adapter family.
 
     Parameters
@@ -94,11 +103,12 @@ def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str
     adapters : names (:data:`adaptkit.adapters.ADAPTERS`) or configured adapter instances;
         default: the whole family that applies.
     grids : name -> search space for :func:`adaptkit.tune` (default: each adapter's own).
-    captions : one caption per support image, for the caption cache (skipped without).
-    unlabeled : features the transductive GDA fits on, without labels (skipped without).
-    backbone : encodes ``captions`` given as strings.
     device : where adapters named by string compute.
     progress : a bar over the adapters.
+    **inputs : the extra ``fit`` inputs adapters declare (``fit_inputs``), by name:
+        ``captions`` (one per support image) and ``backbone`` (encodes caption strings) for the
+        caption cache, ``unlabeled`` features for the transductive GDA, or those of an adapter of
+        your own. Each adapter receives the ones it declares; one naming no adapter's input is an error.
     """
     if isinstance(adapters, (str, Adapter)):
         raise TypeError("adapters must be a list of names or adapter instances")
@@ -115,6 +125,10 @@ def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str
             entries.append((_name_of(item), clone(item)))
         else:
             raise TypeError(f"adapters must hold names or adapter instances; got {type(item).__name__}")
+    declared = {name for cls in [*ADAPTERS.values(), *(type(a) for _, a in entries)] for name in cls.fit_inputs}
+    unknown = sorted(set(inputs) - declared)
+    if unknown:
+        raise TypeError(f"leaderboard got inputs {unknown} that no adapter declares; declared: {sorted(declared)}")
     names = [name for name, _ in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"adapters lists one adapter twice: {names}")
@@ -126,22 +140,15 @@ def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str
     rows, tuned, skipped = [], {}, {}
     runnable = []
     for name, adapter in entries:
-        if adapter.needs_text and text_weights is None:
-            skipped[name] = "needs text_weights"
-        elif isinstance(adapter, CaptionCache) and captions is None:
-            skipped[name] = "needs captions (one per support image)"
-        elif isinstance(adapter, TransductiveGDA) and unlabeled is None:
-            skipped[name] = "transductive: pass unlabeled= features to fit it on"
-        else:
+        why = _missing_inputs(adapter, text_weights, inputs)
+        if why is None:
             runnable.append((name, adapter))
+        else:
+            skipped[name] = why
     for name, adapter in progress_bar(runnable, progress=progress, desc="leaderboard", unit="adapter"):
         start = time.perf_counter()
-        if isinstance(adapter, TransductiveGDA):
-            adapter.fit(unlabeled, text_weights=text_weights)
-        elif isinstance(adapter, CaptionCache):
-            adapter.fit(X, y, text_weights=text_weights, captions=captions, backbone=backbone)
-        else:
-            adapter.fit(X, y, text_weights=text_weights)
+        own = {k: v for k, v in inputs.items() if k in type(adapter).fit_inputs and v is not None}
+        adapter.fit(X, y, text_weights=text_weights, **own)
         fitted = time.perf_counter()
         best = tune(adapter, X_val, y_val, grids.get(name))
         rows.append({"adapter": name, "params": best.tuning_results_["best_params"],

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 
+from . import tta
+from .adapters import load_adapter
+from .features import load_features
+from .index import SupportIndex
 from .storage import expand_path, peek_format
 
 
@@ -18,20 +22,12 @@ def load(path: str | os.PathLike, **options):
         raise FileNotFoundError(f"no such file: {path}")
     kind = peek_format(path)
     if kind == "adaptkit-adapter":
-        from .persistence import load_adapter
-
         return load_adapter(path, **options)
     if kind == "adaptkit-features" or (kind is None and path.with_name(path.name + ".json").is_file()):
-        from .features import load_features
-
         return load_features(path, **options)
     if kind == "adaptkit-support-index":
-        from .support import SupportIndex
-
         return SupportIndex.load(path, **options)
     if kind in ("adaptkit-tda-state", "adaptkit-tca-state"):
-        from . import tta
-
         return (tta.TDA if kind == "adaptkit-tda-state" else tta.TCA).from_file(path, **options)
     raise ValueError(f"{path} is not a file adaptkit saved" + (f" (it declares format {kind!r})" if kind else
                                                                 "; it has no adaptkit header"))

@@ -6,8 +6,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,25 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from .adapters.base import Adapter
 from .backbones import Backbone
 from .data.decode import display_path, load_image
-from .data.sources import IMAGE_EXTENSIONS
-
-
-def expand_images(images: Any) -> list:
-    """A flat list of images from paths, folders (their visible image files, sorted), PIL images,
-    or a preprocessed (N, 3, H, W) tensor (returned as is)."""
-    if isinstance(images, torch.Tensor):
-        return images
-    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-        images = [images]
-    out = []
-    for image in images:
-        if isinstance(image, (str, os.PathLike)) and Path(image).is_dir():
-            folder = Path(image)
-            out += sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                          and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-        else:
-            out.append(image)
-    return out
+from .data.pools import expand_images
 
 
 def check_backbone_matches(backbone: Backbone, identity: dict | None) -> None:

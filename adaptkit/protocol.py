@@ -15,6 +15,7 @@ rewrites that file.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,18 +27,32 @@ from .backbones import Backbone
 from .data.base import Dataset
 from .diagnostics import diagnose, diagnostics_markdown
 from .features import extract
+from .leaderboard import leaderboard
 from .progress import progress_bar
-from .ranking import leaderboard
-from .results import (RESULTS_FORMAT_VERSION, append_row, backbone_label, classification_metrics, csv_table,
-                      markdown_tables, read_results, report_problems, row_key)
+from .results import (
+    RESULTS_FORMAT_VERSION,
+    append_row,
+    backbone_label,
+    classification_metrics,
+    csv_table,
+    markdown_tables,
+    read_results,
+    report_problems,
+    row_key,
+)
 from .storage import file_lock, write_text
 from .text import prompts_sha256
+
+logger = logging.getLogger("adaptkit")
 
 CAPTION_TEMPLATE = "a photo of a {}."
 """Stand-in caption of each support image for ``caption_cache`` when no captioner output is
 given: the class-name prompt (support labels are known, so this uses no test information)."""
 
 ONLY_FIELDS = ("dataset", "adapter", "shots", "seed")
+PROTOCOL_INPUTS = ("captions", "unlabeled", "backbone")
+"""The extra fit inputs the protocol supplies: a class-name caption per support image, the
+unlabeled test features, and the backbone. An adapter that requires another is skipped, with a warning."""
 
 
 def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], shots: Sequence[int],
@@ -68,6 +83,8 @@ def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], 
         board = leaderboard(support.features, support.labels, val.features, val.labels, text_weights=text,
                             adapters=names, grids={n: grids[n] for n in names if n in grids}, captions=captions,
                             unlabeled=test.features, backbone=backbone, device=str(backbone.device), progress=False)
+        for name, why in board.skipped.items():
+            logger.warning("%s, %d shots, seed %d: %s skipped: %s", dataset.name, k, seed, name, why)
         for entry in sorted(board.rows, key=lambda e: names.index(e["adapter"])):
             adapter = board.adapters[entry["adapter"]]
             start = time.perf_counter()
@@ -170,11 +187,11 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
                 shots = [k for k in recipe.shots if "shots" not in only or str(k) in only["shots"]]
                 seeds = [s for s in recipe.seeds if "seed" not in only or str(s) in only["seed"]]
 
-                def finished(adapter, k, seed, _name=dataset.name):
-                    return (_name, label, adapter, k, seed, hashes[adapter]) in done
+                def finished(adapter, k, seed, _name=dataset.name, _label=label, _hashes=hashes):
+                    return (_name, _label, adapter, k, seed, _hashes[adapter]) in done
 
-                def record(row):
-                    row["config_hash"] = hashes[row["adapter"]]
+                def record(row, _hashes=hashes):
+                    row["config_hash"] = _hashes[row["adapter"]]
                     append_row(results, row)
                     new.append(row)
 

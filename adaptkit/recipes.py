@@ -7,6 +7,8 @@ seeds = [1, 2, 3]
 views = 10
 adapters = ["zero_shot", "gda", "tip_adapter"]
 workers = "auto"                  # loader processes decoding images
+imports = ["my_adapters"]         # optional: modules imported first (adapters of your own register
+                                  # themselves); found on sys.path or next to the recipe
 
 [[datasets]]
 name = "digits"                  # or a CoOp / ImageNet-variant name with root = "~/data"
@@ -34,6 +36,7 @@ any dataset or backbone is touched.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -50,7 +53,7 @@ else:
     import tomli as tomllib
 
 TOP_KEYS = {"output", "shots", "seeds", "views", "adapters", "datasets", "backbones", "grids", "batch_size",
-            "device", "cache_dir", "workers"}
+            "device", "cache_dir", "workers", "imports"}
 DATASET_KEYS = {"name", "root", "label", "classnames", "templates", "val_fraction", "test_fraction", "split_seed"}
 FOLDER_OPTIONS = {"val_fraction", "test_fraction", "split_seed"}
 BACKBONE_KEYS = {"name", "pretrained"}
@@ -127,6 +130,7 @@ class Recipe:
     device: str = "auto"
     cache_dir: str | None = None
     workers: int | str = "auto"
+    imports: list[str] = field(default_factory=list)
     source: str = "<dict>"
 
     def config_hash(self, adapter: str, prompts_sha256: str = "") -> str:
@@ -177,6 +181,24 @@ def _file(source: str, path: str, value: Any, base: Path) -> str:
     if not resolved.is_file():
         raise _fail(source, path, f"no such file: {resolved}")
     return str(resolved)
+
+
+def _import_modules(source: str, value: Any, base: Path) -> list[str]:
+    """Import the recipe's ``imports`` (looked up on sys.path, then in the recipe's folder)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _fail(source, "imports", f"expected a list of module names, got {value!r}")
+    for i, module in enumerate(value):
+        added = str(base) not in sys.path
+        if added:
+            sys.path.append(str(base))
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise _fail(source, f"imports[{i}]", f"cannot import {module!r}: {err}") from None
+        finally:
+            if added:
+                sys.path.remove(str(base))
+    return list(value)
 
 
 def _dataset(source: str, index: int, table: Any, base: Path) -> DatasetSpec:
@@ -263,6 +285,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
     for required in ("datasets", "backbones", "adapters"):
         if required not in data:
             raise _fail(source, required, "missing")
+    imports = _import_modules(source, data.get("imports", []), base)
     if not isinstance(data["datasets"], list) or not data["datasets"]:
         raise _fail(source, "datasets", "expected a non-empty array of tables ([[datasets]])")
     datasets = [_dataset(source, i, table, base) for i, table in enumerate(data["datasets"])]
@@ -319,7 +342,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
                   shots=_int_list(source, "shots", data.get("shots", [1, 2, 4, 8, 16]), 1),
                   seeds=_int_list(source, "seeds", data.get("seeds", [1, 2, 3]), 0),
                   views=views, output=output, grids=grids, batch_size=batch_size, device=device,
-                  cache_dir=cache_dir, workers=workers, source=source)
+                  cache_dir=cache_dir, workers=workers, imports=imports, source=source)
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

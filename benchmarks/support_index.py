@@ -50,7 +50,8 @@ def sync(device: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000", help="pool sizes; add 1000000 for the large case (about 15 minutes on 2 cores)")
+    parser.add_argument("--sizes", default="10000,100000", help=
+                        "pool sizes; add 1000000 for the large case (about 15 minutes on 2 cores)")
     parser.add_argument("--queries", default="1000,10000")
     parser.add_argument("--kinds", default="flat,ivf_flat,ivf_pq,hnsw")
     parser.add_argument("--dim", type=int, default=512)

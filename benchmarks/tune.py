@@ -200,7 +200,7 @@ def five_datasets():
         X, y, Xv, yv, T = clip_like(n_classes, 512, 16, n_val, seed=i)
         loop = best_of(2, numpy_gda_tip, X, y, Xv, yv, T, grid_points(grid), alphas)
 
-        def adaptkit_gda_tip():
+        def adaptkit_gda_tip(X=X, y=y, Xv=Xv, yv=yv, T=T):
             ak.tune(GDA(device="cpu").fit(X, y, text_weights=T), Xv, yv, {"alpha": alphas})
             ak.tune(TipAdapter(device="cpu").fit(X, y, text_weights=T), Xv, yv, grid)
 

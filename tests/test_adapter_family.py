@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from test_adapters import assert_logits_close
 
 import adaptkit as ak
 from adaptkit.adapters import APE, CaptionCache, ProKeR, TipX, TransductiveGDA, synthesize_new_classes
-from conftest import clip_like, normalize
-from test_adapters import assert_logits_close
+from helpers import clip_like, normalize
 
 
 def softmax(z):
@@ -146,7 +146,7 @@ def test_proker_without_text_is_plain_kernel_ridge():
 ])
 def test_batched_grid_equals_one_refit_per_point(adapter, grid):
     X, y, X_test, T = data(seed=7)
-    extra = {"captions": normalize(X[::-1].copy())} if isinstance(adapter, CaptionCache) else {}
+    extra = {"captions": normalize(X[::-1].copy())} if adapter.fit_inputs else {}
     adapter.fit(X, y, text_weights=T, **extra)
     candidates = [dict(zip(grid, values)) for values in np.array(np.meshgrid(*grid.values(), indexing="ij"))
                   .reshape(len(grid), -1).T]
@@ -178,7 +178,7 @@ def test_synthesized_new_classes_match_reference():
 
 def test_transductive_gda_reference_em():
     X, y, X_test, T = data(seed=10, per_class=12)
-    clf = TransductiveGDA(alpha=1.0, n_iter=3, tol=0.0, device="cpu").fit(X_test, text_weights=T)
+    clf = TransductiveGDA(alpha=1.0, n_iter=3, tol=0.0, device="cpu").fit(X, y, text_weights=T, unlabeled=X_test)
     n, dim = X_test.shape
     R = softmax(100 * X_test @ T.T)
     for _ in range(3):

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import adaptkit as ak
-from conftest import clip_like, normalize
+from helpers import clip_like, normalize
 
 ADAPTERS = [ak.ZeroShot, ak.LinearProbe, ak.GDA, ak.TipAdapter]
 

@@ -19,20 +19,14 @@ import adaptkit as ak
 from adaptkit.adapters import ADAPTERS
 from adaptkit.support import SupportIndex
 from adaptkit.tta import TCA, TDA
-
-from conftest import clip_like
+from helpers import clip_like, family_inputs, fit_member
 
 X, Y, X_TEST, Y_TEST, T = clip_like(n_classes=4, dim=16, per_class=5, n_test=20)
 NAN, INF = float("nan"), float("inf")
-CAPTION_FEATURES = clip_like(n_classes=4, dim=16, per_class=5, seed=1)[0]
 
 
 def fitted(name: str, **params):
-    extra = {"captions": CAPTION_FEATURES} if name == "caption_cache" else {}
-    adapter = ADAPTERS[name](device="cpu", **params)
-    if name == "gda_transductive":
-        return adapter.fit(X_TEST, text_weights=T)
-    return adapter.fit(X, Y, text_weights=T, **extra)
+    return fit_member(name, X, Y, T, X_TEST, **params)
 
 
 def with_nan(a, i=0):
@@ -70,6 +64,56 @@ def test_bad_hyperparameters_are_refused_at_fit(name, param, value):
         fitted(name, **{param: value})
 
 
+def invalid_values(constraints):
+    """Values that satisfy none of ``constraints``: scikit-learn's generated invalid value for each
+    constraint that has one, and a plain object."""
+    from sklearn.utils._param_validation import generate_invalid_param_val, make_constraint
+
+    made = [make_constraint(c) for c in constraints]
+    values = [object()]
+    for constraint in made:
+        try:
+            values.append(generate_invalid_param_val(constraint))
+        except NotImplementedError:
+            continue
+    return [v for v in values if not any(c.is_satisfied_by(v) for c in made)]
+
+
+REGISTRY_CASES = [(cls, param, value) for cls in ADAPTERS.values() for param, constraints in
+                  cls._parameter_constraints.items() for value in invalid_values(constraints)]
+
+
+@pytest.mark.parametrize("cls,param,value", REGISTRY_CASES,
+                         ids=[f"{c.name}-{p}={type(v).__name__}:{v!r:.12}" for c, p, v in REGISTRY_CASES])
+def test_every_registered_adapter_refuses_values_outside_its_constraints(cls, param, value):
+    """Over the registry, so an adapter of one's own is fuzzed too: at fit and as a grid value."""
+    with pytest.raises((ValueError, TypeError), match=rf"\b{param}\b"):
+        fitted(cls.name, **{param: value})
+    if param != "device":
+        with pytest.raises((ValueError, TypeError), match=rf"\b{param}\b"):
+            ak.tune(fitted(cls.name), X_TEST, Y_TEST, {param: [value]})
+
+
+@pytest.mark.parametrize("cls", list(ADAPTERS.values()), ids=lambda cls: cls.name)
+def test_every_registered_adapter_names_bad_fit_data(cls):
+    inputs = family_inputs(cls, X, X_TEST)
+    with pytest.raises(ValueError, match=r"\bX\b"):
+        cls(device="cpu").fit(with_nan(X), Y, text_weights=T, **inputs)
+    with pytest.raises(ValueError, match=r"\by\b"):
+        cls(device="cpu").fit(X, Y[:-1], text_weights=T, **inputs)
+    with pytest.raises(TypeError, match="unexpected inputs"):
+        cls(device="cpu").fit(X, Y, text_weights=T, not_an_input=1, **inputs)
+    for name, spec in cls.fit_inputs.items():
+        if spec.required:
+            with pytest.raises(ValueError, match=rf"\b{name}\b"):
+                cls(device="cpu").fit(X, Y, text_weights=T, **{k: v for k, v in inputs.items() if k != name})
+    fitted_adapter = fit_member(cls, X, Y, T, X_TEST)
+    with pytest.raises(ValueError, match=r"\bX\b"):
+        fitted_adapter.predict(X_TEST[:, :8])
+    with pytest.raises(ValueError, match=r"\by_val\b"):
+        ak.tune(fitted_adapter, X_TEST, Y_TEST[:-1])
+
+
 # (adapter, grid): each is refused by tune, naming the grid parameter.
 BAD_GRIDS = [
     ("gda", {"alpha": [1.0, NAN]}), ("gda", {"alpha": ["1"]}), ("gda", {"alpha": []}), ("gda", {"alfa": [1.0]}),
@@ -104,8 +148,13 @@ BAD_FIT_INPUTS = [
     ("captions length", lambda: ak.CaptionCache(device="cpu").fit(X, Y, text_weights=T, captions=["a"]),
      r"captions"),
     ("captions type", lambda: ak.CaptionCache(device="cpu").fit(X, Y, text_weights=T, captions=42), r"captions"),
-    ("transductive one sample", lambda: ak.TransductiveGDA(device="cpu").fit(X_TEST[:1], text_weights=T),
-     r"\bX\b|sample"),
+    ("transductive one sample", lambda: ak.TransductiveGDA(device="cpu").fit(X, Y, text_weights=T,
+                                                                             unlabeled=X_TEST[:1]), r"sample"),
+    ("transductive unlabeled dim", lambda: ak.TransductiveGDA(device="cpu").fit(X, Y, text_weights=T,
+                                                                                unlabeled=X_TEST[:, :8]),
+     r"\bunlabeled\b"),
+    ("undeclared input", lambda: ak.GDA(device="cpu").fit(X, Y, text_weights=T, captions=X), r"captions"),
+    ("missing input", lambda: ak.TransductiveGDA(device="cpu").fit(X, Y, text_weights=T), r"\bunlabeled\b"),
     ("4-D X", lambda: ak.GDA(device="cpu").fit(X[:, None, None], Y, text_weights=T), r"\bX\b"),
 ]
 AFTER_FIT = [
@@ -245,7 +294,7 @@ def _persistence_cases(tmp_path, tiny):
 
 def test_persistence_and_predictor_bad_input(tmp_path, tiny):
     cases = _persistence_cases(tmp_path, tiny)
-    for case, call, pattern in cases:
+    for _, call, pattern in cases:
         with pytest.raises((ValueError, TypeError), match=pattern):
             call()
     assert len(cases) == 14

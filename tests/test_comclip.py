@@ -12,8 +12,7 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from adaptkit.cli import app
-from adaptkit.compose import (ComCLIP, GridProposer, RuleParser, Triplet, masked, plot_evidence, union,
-                              winoground_scores)
+from adaptkit.compose import ComCLIP, GridProposer, RuleParser, Triplet, masked, plot_evidence, union, winoground_scores
 from adaptkit.compose.evaluation import pairwise_accuracy
 
 

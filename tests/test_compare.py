@@ -15,10 +15,16 @@ import adaptkit.results
 from adaptkit.cli import app
 from adaptkit.data import prepare as prepare_module
 from adaptkit.diagnostics import diagnose
-from adaptkit.evaluate import compare
+from adaptkit.protocol import compare
 from adaptkit.recipes import RecipeError, load_recipe, parse_recipe
-from adaptkit.results import (classification_metrics, csv_table, markdown_tables, read_results, reference_table,
-                              summarize)
+from adaptkit.results import (
+    classification_metrics,
+    csv_table,
+    markdown_tables,
+    read_results,
+    reference_table,
+    summarize,
+)
 
 RECIPES = Path(__file__).parent.parent / "recipes"
 
@@ -78,7 +84,7 @@ def test_recipe_file_errors(tmp_path):
 
 
 def test_two_image_folders_are_two_datasets(tmp_path):
-    from conftest import write_jpegs
+    from helpers import write_jpegs
 
     for name in ("a", "b"):
         write_jpegs(tmp_path / name / "images", n_classes=2, per_class=12, seed=ord(name))
@@ -100,6 +106,7 @@ def hand_summary(rows):
     return out
 
 
+@pytest.mark.slow
 def test_compare_writes_results_tables_and_figures_and_resumes(tmp_path, tune_calls):
     recipe = small_recipe(tmp_path)
     tune_inputs = tune_calls
@@ -171,6 +178,7 @@ def test_compare_rows_equal_a_hand_run_fit_tune_score(tmp_path):
         assert rows[name]["acc1"] == pytest.approx(tuned.score(test.features, test.labels), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_only_filters_are_checked_and_never_overwrite_the_full_tables(tmp_path):
     recipe = small_recipe(tmp_path)
     full = compare(recipe, progress=False)

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from conftest import write_jpegs
+from helpers import write_jpegs
 
 EXTRACT = textwrap.dedent("""
     import json, os, sys, time
@@ -41,6 +42,7 @@ EXTRACT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_extracting_one_set_encode_it_once(tmp_path):
     paths = write_jpegs(tmp_path / "img", n_classes=3, per_class=20)
     cache = tmp_path / "cache"
@@ -75,6 +77,7 @@ def test_two_processes_extracting_one_set_encode_it_once(tmp_path):
     assert np.array_equal(first, second)
 
 
+@pytest.mark.slow
 def test_two_compare_runs_on_one_folder_leave_one_row_per_key(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(f"""

@@ -7,13 +7,14 @@ import re
 import nbformat
 import pytest
 
-from adaptkit import docs
+from tools import docs
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:tmp|home|work|root|Users|var|private)/")
 
 
+@pytest.mark.slow
 def test_readme_demo_table_equals_a_fresh_run():
-    """Regenerate with `python -m adaptkit.docs` when this fails after a deliberate change.
+    """Regenerate with `python -m tools.docs` when this fails after a deliberate change.
     Cells may differ by what another CPU's float32 kernels flip (see docs.table_differences)."""
     assert docs.demo_differences(docs.demo_rows()) == []
 
@@ -48,7 +49,7 @@ def test_readme_table_block_is_required(tmp_path):
 def test_stored_notebook_outputs_hold_no_local_paths_warnings_or_errors():
     notebook = nbformat.read(docs.NOTEBOOK, as_version=4)
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert outputs, "the notebook is stored with its outputs (python -m adaptkit.docs)"
+    assert outputs, "the notebook is stored with its outputs (python -m tools.docs)"
     texts = [o.get("text", "") for o in outputs if o.get("output_type") == "stream"]
     assert all(o.get("name") != "stderr" for o in outputs if o.get("output_type") == "stream")
     assert not any(o.get("output_type") == "error" for o in outputs)

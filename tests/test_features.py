@@ -21,7 +21,7 @@ import adaptkit as ak
 import adaptkit.features.store
 import adaptkit.storage
 from adaptkit.data import ImageSet
-from conftest import image_set, write_jpegs
+from helpers import image_set, write_jpegs
 
 
 class CountingBackbone:
@@ -62,6 +62,7 @@ def test_second_extract_loads_from_disk_without_running_the_model(tiny, small, t
     assert len(entry_files(tmp_path)) == 1 and len(shard_files(tmp_path)) == 1
 
 
+@pytest.mark.slow
 def test_changed_inputs_miss_the_cache(tiny, small, digits, tmp_path, monkeypatch):
     counter = CountingBackbone(tiny, monkeypatch)
     base = ak.extract(tiny, small, views=2, seed=1, cache_dir=tmp_path, progress=False)
@@ -102,6 +103,7 @@ def test_views_shapes_flat_and_mean(tiny, small, tmp_path):
     assert plain.flat() is plain and plain.mean_views() is plain
 
 
+@pytest.mark.slow
 def test_features_do_not_depend_on_workers_and_only_round_with_batch_size(tiny, tmp_path):
     images = image_set(write_jpegs(tmp_path, per_class=10))
     runs = {(w, b): ak.extract(tiny, images, views=3, seed=4, batch_size=b, num_workers=w, cache_dir=False,
@@ -124,6 +126,7 @@ def test_float16_storage_round_trips(tiny, small, tmp_path):
     assert torch.equal(first.features, second.features) and torch.equal(first.features, in_memory.features)
 
 
+@pytest.mark.slow
 def test_a_crash_at_any_write_leaves_a_usable_cache(tiny, tmp_path, monkeypatch):
     images = image_set(write_jpegs(tmp_path / "img", per_class=10))
     reference = ak.extract(tiny, images, cache_dir=False, batch_size=4, progress=False)
@@ -155,6 +158,7 @@ def test_a_crash_at_any_write_leaves_a_usable_cache(tiny, tmp_path, monkeypatch)
         assert torch.equal(resumed.features, reference.features), crash_at
 
 
+@pytest.mark.slow
 def test_a_flipped_bit_anywhere_in_an_entry_is_never_served(tiny, small, tmp_path, monkeypatch):
     good = ak.extract(tiny, small, cache_dir=tmp_path, progress=False)
     files = shard_files(tmp_path) + entry_files(tmp_path)
@@ -174,6 +178,7 @@ def test_a_flipped_bit_anywhere_in_an_entry_is_never_served(tiny, small, tmp_pat
     assert counter.images > 0
 
 
+@pytest.mark.slow
 def test_damage_is_reported_and_refresh_re_encodes(tiny, small, tmp_path, caplog):
     good = ak.extract(tiny, small, cache_dir=tmp_path, progress=False)
     [shard] = shard_files(tmp_path)
@@ -258,6 +263,7 @@ def test_extract_rejects_bad_arguments_before_any_work(tiny, small, tmp_path, mo
     assert counter.images == 0
 
 
+@pytest.mark.slow
 def test_bad_images_raise_with_the_file_or_are_skipped_and_listed(tiny, tmp_path):
     paths = write_jpegs(tmp_path / "img", n_classes=4, per_class=250, size=(8, 10))
     truncated, empty = paths[123], paths[777]
@@ -279,6 +285,7 @@ def test_bad_images_raise_with_the_file_or_are_skipped_and_listed(tiny, tmp_path
         ak.extract(tiny, images, cache_dir=tmp_path / "c2", progress=False)
 
 
+@pytest.mark.slow
 def test_finished_shards_survive_a_bad_file_and_are_not_redone(tiny, tmp_path, monkeypatch):
     paths = write_jpegs(tmp_path / "img", n_classes=2, per_class=40, size=(8, 10))
     bad = paths[60]
@@ -313,6 +320,7 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_an_extraction_killed_at_60_percent_resumes_bit_for_bit(tiny, tmp_path, monkeypatch):
     paths = write_jpegs(tmp_path / "img", n_classes=2, per_class=80, size=(8, 10))
     cache = tmp_path / "cache"

@@ -14,7 +14,7 @@ from PIL import Image
 import adaptkit as ak
 from adaptkit.data import ImageSet
 from adaptkit.data.decode import ImageDecodeError, decode_image
-from conftest import image_set, write_jpegs
+from helpers import image_set, write_jpegs
 
 
 def pattern(height=24, width=40):
@@ -171,7 +171,7 @@ def imagenet_root(tmp_path, name, wnid_folders=None, by_index=None):
     (root / "imagenet" / "classnames.txt").write_text("".join(f"n{i:08d} class number {i}\n" for i in range(1000)))
     images = root / layout.folder / layout.images
     folders = [str(i) for i in by_index] if by_index else [f"n{i:08d}" for i in wnid_folders]
-    for k, folder in enumerate(folders):
+    for folder in folders:
         (images / folder).mkdir(parents=True)
         for j in range(2):
             Image.fromarray(pattern()).save(images / folder / f"{j}.jpg")
@@ -198,6 +198,7 @@ def test_gpu_decoding_needs_a_cuda_backbone(tiny, tmp_path):
         ak.extract(tiny, image_set(paths), decode="gpu", cache_dir=False, progress=False)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU decoding needs a CUDA device")
 def test_gpu_decoding_encodes_like_cpu_decoding_and_falls_back_for_other_formats(tmp_path):
     """nvjpeg + GPU resizing are not bit-identical to Pillow, so rows must agree in direction; a PNG

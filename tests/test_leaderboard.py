@@ -8,7 +8,7 @@ import torch
 
 import adaptkit as ak
 from adaptkit.adapters import ADAPTERS
-from conftest import clip_like
+from helpers import clip_like, family_inputs
 
 
 @pytest.fixture
@@ -16,11 +16,12 @@ def problem():
     return clip_like(n_classes=8, dim=48, per_class=6, n_test=80, spread=1.0, text_noise=1.0, seed=4)
 
 
+@pytest.mark.slow
 def test_ranks_the_family_on_validation_and_best_equals_tuning_it_alone(problem, tune_calls):
     X, y, X_val, y_val, T = problem
     grids = {"tip_adapter": {"beta": [1.0, 4.0], "alpha": [0.5, 2.0]}, "ape": {"beta": [1.0, 3.0]}}
-    board = ak.leaderboard(X, y, X_val, y_val, text_weights=T, captions=X.copy(), unlabeled=X_val, grids=grids,
-                           device="cpu", progress=False)
+    inputs = {name: value for cls in ADAPTERS.values() for name, value in family_inputs(cls, X, X_val).items()}
+    board = ak.leaderboard(X, y, X_val, y_val, text_weights=T, grids=grids, device="cpu", progress=False, **inputs)
     assert [r["adapter"] for r in board.rows] and not board.skipped
     assert sorted(r["adapter"] for r in board.rows) == sorted(ADAPTERS)
     scores = [r["val_accuracy"] for r in board.rows]
@@ -32,16 +33,12 @@ def test_ranks_the_family_on_validation_and_best_equals_tuning_it_alone(problem,
         assert row["fit_seconds"] >= 0 and row["tune_seconds"] >= 0
     name = board.rows[0]["adapter"]
     assert board.best is board.adapters[name]
-    alone_cls = ADAPTERS[name]
-    if name == "gda_transductive":
-        alone = alone_cls(device="cpu").fit(X_val, text_weights=T)
-    elif name == "caption_cache":
-        alone = alone_cls(device="cpu").fit(X, y, text_weights=T, captions=X.copy())
-    else:
-        alone = alone_cls(device="cpu").fit(X, y, text_weights=T)
-    alone = ak.tune(alone, X_val, y_val, grids.get(name))
-    assert alone.tuning_results_["best_params"] == board.rows[0]["params"]
-    torch.testing.assert_close(alone.logits(X_val), board.best.logits(X_val))
+    for row in board.rows:
+        cls = ADAPTERS[row["adapter"]]
+        own = {k: v for k, v in inputs.items() if k in cls.fit_inputs}
+        alone = ak.tune(cls(device="cpu").fit(X, y, text_weights=T, **own), X_val, y_val, grids.get(row["adapter"]))
+        assert alone.tuning_results_["best_params"] == row["params"]
+        torch.testing.assert_close(alone.logits(X_val), board.adapters[row["adapter"]].logits(X_val))
     table = board.to_markdown()
     assert table.splitlines()[2].startswith(f"| 1 | {name} | {100 * board.rows[0]['val_accuracy']:.2f} |")
     assert "<table>" in board._repr_html_() and name in board._repr_html_()
@@ -50,9 +47,13 @@ def test_ranks_the_family_on_validation_and_best_equals_tuning_it_alone(problem,
 def test_adapters_needing_text_or_captions_are_skipped_with_a_note(problem):
     X, y, X_val, y_val, _ = problem
     board = ak.leaderboard(X, y, X_val, y_val, device="cpu", progress=False)
-    assert sorted(r["adapter"] for r in board.rows) == ["gda", "linear_probe", "proker", "tip_adapter"]
-    for name in ("zero_shot", "tip_x", "ape", "caption_cache", "gda_transductive"):
-        assert "needs text_weights" in board.skipped[name]
+    for name, cls in ADAPTERS.items():
+        runs = not cls.needs_text and not any(spec.required for spec in cls.fit_inputs.values())
+        assert (name in board.adapters) == runs
+        if cls.needs_text:
+            assert "needs text_weights" in board.skipped[name]
+        elif not runs:
+            assert board.skipped[name].startswith(f"needs {next(iter(cls.fit_inputs))}")
     assert "Skipped: zero_shot (needs text_weights)" in board.to_markdown()
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import adaptkit as ak
-from conftest import image_set, write_jpegs
+from helpers import image_set, write_jpegs
 
 ray = pytest.importorskip("ray")
 
@@ -18,6 +18,7 @@ def local_ray():
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_local_features_in_order_and_the_same_cache_entry(tiny, tmp_path, monkeypatch):
     paths = write_jpegs(tmp_path / "img", n_classes=3, per_class=12)
     bad = paths[5]

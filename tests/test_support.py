@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_adapters import assert_logits_close
 from typer.testing import CliRunner
 
 import adaptkit as ak
 from adaptkit.adapters import CaptionCache, TipX
 from adaptkit.cli import app
 from adaptkit.support import SupportIndex, build_support_set, class_queries, gpu_available
-from conftest import clip_like, normalize
-from test_adapters import assert_logits_close
+from helpers import clip_like, normalize
 
 
 def clustered(n_keys=4000, n_queries=200, dim=64, n_clusters=50, seed=0):
@@ -138,6 +138,7 @@ def test_bad_arguments():
         index.add(np.eye(8, dtype=np.float32), labels=[1, 2])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not gpu_available(), reason="needs faiss-gpu and a CUDA device")
 def test_gpu_exact_search_equals_cpu():
     keys, queries = clustered()

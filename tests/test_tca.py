@@ -109,8 +109,8 @@ def reservoir_reference(items, capacity, weights):
         if len(kept) > capacity:
             scores = []
             for j, a in enumerate(kept):
-                sims = [sum(w * float(F.cosine_similarity(a["cls"][l], b["cls"][l], dim=0))
-                            for l, w in enumerate(weights)) for k, b in enumerate(kept) if k != j]
+                sims = [sum(w * float(F.cosine_similarity(a["cls"][layer], b["cls"][layer], dim=0))
+                            for layer, w in enumerate(weights)) for k, b in enumerate(kept) if k != j]
                 scores.append(a["entropy"] + np.mean(sims))
             kept.pop(int(np.argmax(scores)))
     return kept
@@ -136,8 +136,8 @@ def test_reservoir_eviction_and_logits_match_reference(tiny):
     expected_logits = zero_shot.clone()
     for c, stored in enumerate(tca.reservoir):
         for it in stored:
-            a = sum(w * float(F.cosine_similarity(trace.cls_tokens[0, l], it["cls"][l], dim=0))
-                    for l, w in enumerate(weights))
+            a = sum(w * float(F.cosine_similarity(trace.cls_tokens[0, layer], it["cls"][layer], dim=0))
+                    for layer, w in enumerate(weights))
             expected_logits[c] += 1.5 * math.exp(-4.0 * (1 - a))
     torch.testing.assert_close(logits, expected_logits, atol=1e-4, rtol=1e-5)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from adaptkit.tta import TDA
-from conftest import normalize
+from helpers import normalize
 
 
 class ReferenceTDA:
@@ -90,7 +90,7 @@ def test_eviction_replaces_the_highest_entropy_entry_only_when_lower():
     for lean in (0.3, 0.1, 0.5, 0.2):
         tda.update_predict(sample(lean))
     kept = sorted(float(np.arctan2(k[1], k[0])) for k in tda.pos_keys[0].numpy())
-    expected = sorted(float(np.arctan2(l, 1.0)) for l in (0.1, 0.2))
+    expected = sorted(float(np.arctan2(lean, 1.0)) for lean in (0.1, 0.2))
     np.testing.assert_allclose(kept, expected, atol=1e-6)
 
 

@@ -11,9 +11,9 @@ from sklearn.base import clone
 
 import adaptkit as ak
 import adaptkit.adapters.base
-import adaptkit.adapters.tip_adapter
-from adaptkit.adapters import APE, CaptionCache, ProKeR, TipX, TransductiveGDA
-from conftest import clip_like
+import adaptkit.adapters.cache
+from adaptkit.adapters import ADAPTERS, APE, ProKeR, TipX
+from helpers import clip_like, family_inputs
 
 
 def brute_force(adapter, X, y, T, X_val, y_val, grid):
@@ -53,8 +53,8 @@ def test_tune_chunks_the_grid_without_changing_the_result(adapter, monkeypatch):
     grid = {name: values[:3] for name, values in type(adapter).param_grid.items()}
     whole = ak.tune(fitted, X_val, y_val, grid)
     monkeypatch.setattr(adaptkit.adapters.base, "MAX_LOGIT_ELEMENTS", 2 * 60 * 10)
-    monkeypatch.setattr(adaptkit.adapters.tip_adapter, "BATCH_ELEMENTS", 2 * 60 * 10)
-    monkeypatch.setattr(adaptkit.adapters.tip_adapter, "AFFINITY_ELEMENTS", 7 * 40)
+    monkeypatch.setattr(adaptkit.adapters.cache, "BATCH_ELEMENTS", 2 * 60 * 10)
+    monkeypatch.setattr(adaptkit.adapters.cache, "AFFINITY_ELEMENTS", 7 * 40)
     chunked = ak.tune(fitted, X_val, y_val, grid)
     np.testing.assert_array_equal(whole.tuning_results_["val_accuracy"], chunked.tuning_results_["val_accuracy"])
     assert chunked.score(X_val, y_val) == pytest.approx(chunked.tuning_results_["best_score"], abs=1e-9)
@@ -104,7 +104,8 @@ def test_zero_shot_has_nothing_to_tune(clip_data):
     assert tuned.tuning_results_["best_score"] == pytest.approx(tuned.score(X_val, y_val))
 
 
-FAMILY = [ak.GDA, ak.TipAdapter, TipX, APE, ProKeR, ak.LinearProbe, CaptionCache, TransductiveGDA, ak.ZeroShot]
+FAMILY = list(ADAPTERS.values())
+"""The registry, so an adapter of one's own is held to the tuning contract too."""
 
 CUSTOM_AXES = {
     "alpha": [0.0, 0.7, 3.0], "beta": [0.5, 2.0, 9.0], "top_k": [None, 3, 30], "gamma": [0.0, 0.3, 1.5],
@@ -114,13 +115,20 @@ CUSTOM_AXES = {
 }
 
 
+def axis(cls, name):
+    """Custom values of parameter ``name``: the table above, else the class's own grid."""
+    return CUSTOM_AXES.get(name) or list(cls.param_grid[name])
+
+
+def tunable(cls):
+    return [n for n in cls._parameter_constraints if n != "device" and (n in CUSTOM_AXES or n in cls.param_grid)]
+
+
 def family_problem(cls, seed=3):
     X, y, X_val, y_val, T = clip_like(n_classes=8, dim=64, per_class=5, n_test=90, spread=1.1, text_noise=1.2,
                                       seed=seed)
-    extra = {"captions": X[::-1].copy()} if cls is CaptionCache else {}
-    if cls is TransductiveGDA:
-        return (lambda adapter: adapter.fit(X_val, text_weights=T)), X_val, y_val
-    return (lambda adapter: adapter.fit(X, y, text_weights=T, **extra)), X_val, y_val
+    inputs = family_inputs(cls, X, X_val)
+    return (lambda adapter: adapter.fit(X, y, text_weights=T, **inputs)), X_val, y_val
 
 
 def assert_tuned_is_the_chosen_point(cls, grid):
@@ -136,21 +144,20 @@ def assert_tuned_is_the_chosen_point(cls, grid):
     np.testing.assert_allclose(tuned.logits(X_val).numpy(), fresh.logits(X_val).numpy(), rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("cls", FAMILY)
+@pytest.mark.parametrize("cls", FAMILY, ids=lambda cls: cls.name)
 def test_tuned_adapter_is_a_fresh_fit_at_its_chosen_point_default_grid(cls):
     assert_tuned_is_the_chosen_point(cls, None)
 
 
-@pytest.mark.parametrize("cls,name", [(cls, name) for cls in FAMILY for name in cls._parameter_constraints
-                                      if name != "device"])
+@pytest.mark.parametrize("cls,name", [(cls, name) for cls in FAMILY for name in tunable(cls)],
+                         ids=lambda v: v if isinstance(v, str) else v.name)
 def test_tuned_adapter_is_a_fresh_fit_at_its_chosen_point_custom_grid(cls, name):
-    assert_tuned_is_the_chosen_point(cls, {name: CUSTOM_AXES[name]})
+    assert_tuned_is_the_chosen_point(cls, {name: axis(cls, name)})
 
 
-@pytest.mark.parametrize("cls", [cls for cls in FAMILY if cls is not ak.ZeroShot])
+@pytest.mark.parametrize("cls", [cls for cls in FAMILY if tunable(cls)], ids=lambda cls: cls.name)
 def test_tuned_adapter_over_every_parameter_at_once(cls):
-    names = [n for n in cls._parameter_constraints if n != "device"]
-    assert_tuned_is_the_chosen_point(cls, {n: CUSTOM_AXES[n][1:] for n in names})
+    assert_tuned_is_the_chosen_point(cls, {n: axis(cls, n)[1:] for n in tunable(cls)})
 
 
 def test_state_parameters_are_refitted_not_just_set():

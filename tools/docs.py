@@ -1,6 +1,6 @@
 """Regenerate the figures README and the quick-start notebook show, from the code as it is.
 
-``python -m adaptkit.docs`` (from a clone) runs the demo recipe, writes its table into README
+``python -m tools.docs`` (from a clone) runs the demo recipe, writes its table into README
 between the ``<!-- demo-table -->`` markers and its figure to ``docs/``, and re-executes
 ``notebooks/quickstart.ipynb`` in a scratch folder, storing outputs with scratch paths replaced.
 ``--check`` recomputes the table and exits 1 when README's differs. The notebook step needs the
@@ -34,7 +34,7 @@ test images per seed (a near tie in a logit, or a near tie that moves the tuned 
 def _need_clone() -> None:
     missing = [p for p in (DEMO_RECIPE, README, NOTEBOOK) if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"adaptkit.docs works on a clone of the repository; missing {missing[0]}")
+        raise FileNotFoundError(f"tools.docs works on a clone of the repository; missing {missing[0]}")
 
 
 @contextmanager
@@ -54,8 +54,8 @@ def _scratch_cache():
 
 def demo_rows(progress: bool = False) -> list[dict]:
     """Result rows of ``recipes/demo.toml``, computed from scratch."""
-    from .evaluate import compare
-    from .recipes import load_recipe
+    from adaptkit.protocol import compare
+    from adaptkit.recipes import load_recipe
 
     _need_clone()
     with _scratch_cache() as scratch:
@@ -64,7 +64,7 @@ def demo_rows(progress: bool = False) -> list[dict]:
 
 def demo_table(rows: list[dict]) -> str:
     """The README block: top-1 test accuracy (%) per adapter and shot count on digits."""
-    from .results import summary_table
+    from adaptkit.results import summary_table
 
     return summary_table(rows)
 
@@ -111,7 +111,7 @@ def table_differences(documented: str, fresh: str, n_test: int, n_seeds: int) ->
 
 def demo_differences(rows: list[dict]) -> list[str]:
     """README's demo table against ``rows`` of a fresh run (see :func:`table_differences`)."""
-    from .recipes import load_recipe
+    from adaptkit.recipes import load_recipe
 
     recipe = load_recipe(DEMO_RECIPE)
     n_test = len(recipe.datasets[0].load().split("test"))
@@ -133,7 +133,7 @@ def write_figure(rows: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plots import accuracy_vs_shots
+    from adaptkit.plots import accuracy_vs_shots
 
     figure = accuracy_vs_shots(rows)
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,7 @@ def run_notebook(path: Path = NOTEBOOK, timeout: int = 900):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adaptkit.docs", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.docs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare README's demo table with a fresh run")
     parser.add_argument("--skip-notebook", action="store_true", help="leave the notebook as it is")
     args = parser.parse_args(argv)

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .._params import FLOAT32_MAX, Float, Int
-from .base import Adapter
-from .tip_adapter import WEIGHT, Neighbours, TipAdapter, sharpen
+from .cache import WEIGHT, CacheAdapter, Neighbours, sharpen
 
 
 def channel_criterion(text_weights: torch.Tensor, keys: torch.Tensor, y: torch.Tensor,
@@ -36,32 +35,33 @@ def channel_criterion(text_weights: torch.Tensor, keys: torch.Tensor, y: torch.T
     return -w_similarity * similarity + w_variance * text_weights.var(dim=0)
 
 
-class APE(TipAdapter):
+class APE(CacheAdapter):
     """APE adapter (training-free).
 
     Parameters
     ----------
-    alpha, beta : cache weight and sharpness, as in :class:`TipAdapter`.
+    alpha, beta : cache weight and sharpness, as in :class:`~adaptkit.adapters.TipAdapter`.
     gamma : strength of the value re-weighting exp(γ · KL), ≥ 0.
     n_channels : channels kept; ``None`` keeps half of them (the official configs keep 500-900
         of RN50's 1024).
     w_similarity, w_variance : weights of the channel criterion (0.7, 0.3 officially).
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
-    Fitted attributes: those of :class:`TipAdapter`, ``channels_`` (n_channels,),
+    Fitted attributes: those of :class:`~adaptkit.adapters.cache.CacheAdapter`, ``channels_`` (n_channels,),
     ``refined_keys_`` (N_s, n_channels), ``key_divergence_`` (N_s,).
     The cache is always dense (its affinity lives in the refined channel subspace).
     """
 
+    name = "ape"
     param_grid = {"beta": tuple((0.1 + np.arange(200) * 6.9 / 200).tolist()),
                   "gamma": (0.0, 0.1, 0.2, 0.3, 0.4),
                   "alpha": tuple((0.1 + np.arange(20) * 6.9 / 20).tolist())}
-    _parameter_constraints = {**Adapter._parameter_constraints, "alpha": WEIGHT, "beta": WEIGHT, "gamma": WEIGHT,
+    _parameter_constraints = {**CacheAdapter._parameter_constraints, "alpha": WEIGHT, "beta": WEIGHT, "gamma": WEIGHT,
                               "n_channels": [Int(1, None, closed="left"), None],
                               "w_similarity": [Float(-FLOAT32_MAX, FLOAT32_MAX)],
                               "w_variance": [Float(-FLOAT32_MAX, FLOAT32_MAX)]}
     state_params = frozenset({"n_channels", "w_similarity", "w_variance"})
-    fitted_tensors = {**TipAdapter.fitted_tensors, "channels_": torch.int64, "refined_keys_": torch.float32,
+    fitted_tensors = {**CacheAdapter.fitted_tensors, "channels_": torch.int64, "refined_keys_": torch.float32,
                       "key_divergence_": torch.float32}
     needs_text = True
     cache_params = ("beta", "gamma")

@@ -4,6 +4,11 @@ Subclasses implement ``_fit(X, y)`` on validated tensors and ``_grid_logits(X, c
 (the logits of several hyper-parameter sets at once); ``_logits(X)`` is the one-candidate case
 of the same code, so a grid search and a single prediction compute identical numbers.
 
+Defining a subclass with a ``name`` registers it (:mod:`adaptkit.adapters.registry`); its extra
+``fit`` inputs (``fit_inputs``) and what its files store (``fitted_tensors``,
+``fitted_attributes``) are declared on the class, so callers and the adapter file need no
+knowledge of any particular adapter.
+
 The tuning contract (see :func:`adaptkit.tune`): ``state_params`` lists the hyper-parameters
 that shape fitted state (a new value needs :meth:`_refit`); the others only re-weight fitted
 terms and are scored for many values at once. ``batched_params`` are state parameters whose
@@ -23,22 +28,16 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from .._clip import LOGIT_SCALE
 from .._params import DEVICE, FLOAT32_MAX, check_params
 from .._validation import check_features, check_label_range, check_labels, check_text_weights, resolve_device
-from ..storage import expand_path, write_checked
+from .file import save_adapter
+from .registry import FitInput, register
 
 logger = logging.getLogger("adaptkit")
 
-LOGIT_SCALE = 100.0
-"""CLIP's logit scale: the zero-shot term of every adapter is 100 · cosine(x, t_c)."""
-
 MAX_LOGIT_ELEMENTS = 1 << 26
 """Logit entries (grid points × samples × classes) held at once: 256 MiB of float32."""
-
-ADAPTER_FORMAT = "adaptkit-adapter"
-ADAPTER_FORMAT_VERSION = 2
-NOT_STORED = ("device_", "classnames_", "backbone_identity_")
-"""Fitted attributes not stored as such: the device is chosen at load, the rest live in the header."""
 
 NORM_TOLERANCE = 1e-2
 """Rows whose L2 norm differs from 1 by more than this are reported as not normalised."""
@@ -79,6 +78,12 @@ class Adapter(ClassifierMixin, BaseEstimator):
     rows are far from unit norm.
     """
 
+    name: ClassVar[str | None] = None
+    """Registry name (lower-case identifier); a class that sets it registers itself when defined.
+    Subclasses that do not set their own are not registered."""
+    fit_inputs: ClassVar[dict[str, FitInput]] = {}
+    """Extra keyword inputs of ``fit`` (captions, unlabeled features, ...): name -> :class:`FitInput`.
+    Callers pass them by name; :func:`adaptkit.leaderboard` skips the adapter without a required one."""
     param_grid: ClassVar[dict[str, tuple]] = {}
     """Default validation search space for ``ak.tune``."""
     _parameter_constraints: ClassVar[dict[str, list]] = {"device": [DEVICE]}
@@ -90,15 +95,27 @@ class Adapter(ClassifierMixin, BaseEstimator):
     scale_sensitive: ClassVar[bool] = False
     fitted_tensors: ClassVar[dict[str, torch.dtype]] = {"text_weights_": torch.float32}
     """Fitted tensor attributes and their dtypes: what an adapter file may hold."""
+    fitted_attributes: ClassVar[dict[str, type | tuple[type, ...]]] = {
+        "classes_": list, "n_features_in_": int, "tuning_results_": dict, "text_weights_": type(None)}
+    """Non-tensor fitted attributes and their JSON types (as stored): the rest of the file's schema."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = None
+        elif cls.name is not None:
+            register(cls)
 
     def _check_hyperparameters(self) -> None:
         """Validate every constructor value against ``_parameter_constraints``."""
         check_params(type(self).__name__, self._parameter_constraints, self.get_params(deep=False))
 
-    def fit(self, X, y, *, text_weights=None):
-        """Fit on support features X (N, D) or (N, V, D) with labels y (N,). Returns self."""
+    def fit(self, X, y, *, text_weights=None, **inputs):
+        """Fit on support features X (N, D) or (N, V, D) with labels y (N,) and the adapter's
+        declared ``fit_inputs`` as keywords. Returns self."""
         self._check_hyperparameters()
         name = type(self).__name__
+        self._check_fit_inputs(inputs)
         device = resolve_device(self.device)
         X = check_features(X, "X", ndims=(2, 3), device=device)
         if y is None:
@@ -133,9 +150,25 @@ class Adapter(ClassifierMixin, BaseEstimator):
         self._warn_if_not_normalised(X, "X")
         self.n_features_in_ = X.shape[1]
         self.device_ = device
+        self._take_inputs(X, **inputs)
         self._fit(X, y)
         self._make_contiguous()
         return self
+
+    def _check_fit_inputs(self, inputs: dict[str, Any]) -> None:
+        """Only declared inputs, every required one present."""
+        declared = type(self).fit_inputs
+        unknown = sorted(set(inputs) - set(declared))
+        if unknown:
+            known = ", ".join(declared) or "none besides X, y and text_weights"
+            raise TypeError(f"{type(self).__name__}.fit got unexpected inputs {unknown}; its inputs: {known}")
+        for input_name, spec in declared.items():
+            if spec.required and inputs.get(input_name) is None:
+                raise ValueError(f"{type(self).__name__} needs {input_name}: {spec.description}")
+
+    def _take_inputs(self, X: torch.Tensor, **inputs) -> None:
+        """Validate and keep the declared ``fit_inputs`` (X: the validated support features as
+        ``_fit`` receives them); kept inputs start with ``_``, so files never store them."""
 
     def _warn_if_not_normalised(self, X: torch.Tensor, name: str) -> None:
         """Warn once when a scale-sensitive adapter mixes its learned term with the (normalising)
@@ -274,49 +307,7 @@ class Adapter(ClassifierMixin, BaseEstimator):
         :func:`adaptkit.load_adapter`). ``classnames`` and ``backbone`` (an :class:`adaptkit.Backbone`)
         are recorded so a :class:`adaptkit.Predictor` can name classes and check that it encodes
         images the way the adapter's features were encoded."""
-        check_is_fitted(self)
-        identity = getattr(self, "backbone_identity_", None)
-        if backbone is not None:
-            identity = getattr(backbone, "identity", None)
-            if not isinstance(identity, dict):
-                raise TypeError(f"backbone must be an adaptkit.Backbone (its identity is recorded in the file); "
-                                f"got {type(backbone).__name__}")
-        tensors, attributes = {}, {}
-        for name, value in vars(self).items():
-            if not name.endswith("_") or name.startswith("_") or name in NOT_STORED:
-                continue
-            if isinstance(value, torch.Tensor):
-                tensors[name] = value
-            else:
-                attributes[name] = jsonable(value)
-        if classnames is not None:
-            if isinstance(classnames, str) or not all(isinstance(c, str) for c in classnames):
-                raise TypeError("classnames must be a list of strings, one per class")
-            classnames = list(classnames)
-            if len(classnames) != self.n_classes_:
-                raise ValueError(f"classnames has {len(classnames)} names but the adapter has {self.n_classes_} classes")
-        else:
-            classnames = getattr(self, "classnames_", None)
-        header = {"format": ADAPTER_FORMAT, "format_version": ADAPTER_FORMAT_VERSION, "class": type(self).__name__,
-                  "params": jsonable(self.get_params(deep=False)), "attributes": attributes,
-                  "classes_kind": "str" if self.classes_.dtype.kind in "US" else "int",
-                  "classnames": classnames, "backbone": identity}
-        write_checked(expand_path(path), tensors, header)
-
-
-def jsonable(value: Any) -> Any:
-    """numpy scalars and arrays, tuples and nested containers as plain JSON values."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, torch.device):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    return value
+        save_adapter(self, path, classnames=classnames, backbone=backbone)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from .._params import Float
 from .._validation import check_features
-from .tip_adapter import gathered_dot, sharpen
+from .cache import gathered_dot, sharpen
+from .registry import FitInput
 from .tip_x import TipX
 
 
@@ -37,6 +38,11 @@ class CaptionCache(TipX):
     Fitted attributes: those of :class:`TipX` plus ``caption_keys_`` (N_s, D), in key order.
     """
 
+    name = "caption_cache"
+    fit_inputs = {"captions": FitInput("one caption per support image: (N, D) text features, or strings together "
+                                       "with backbone="),
+                  "backbone": FitInput("the adaptkit.Backbone that encodes captions given as strings", required=False,
+                                       rows=None)}
     param_grid = {"beta": tuple((0.1 + np.arange(25) * 6.9 / 25).tolist()),
                   "delta": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
                   "alpha": tuple((0.1 + np.arange(10) * 2.9 / 10).tolist()),
@@ -50,22 +56,24 @@ class CaptionCache(TipX):
         super().__init__(alpha=alpha, beta=beta, gamma=gamma, tau=tau, top_k=top_k, device=device)
         self.delta = delta
 
-    def fit(self, X, y, *, text_weights=None, captions=None, backbone=None):
-        """Fit on support images X (N, D) or (N, V, D) and one caption per image."""
-        if captions is None:
-            raise ValueError("CaptionCache needs captions: one per support image, as (N, D) text features "
-                             "or a list of strings together with backbone=")
+    def _take_inputs(self, X: torch.Tensor, captions=None, backbone=None) -> None:
         if isinstance(captions, Sequence) and captions and all(isinstance(c, str) for c in captions):
             if backbone is None:
                 raise ValueError("captions given as strings need backbone= to encode them")
             captions = backbone.encode_texts(list(captions))
-        super().fit(X, y, text_weights=text_weights)
         captions = check_features(captions, "captions", n_features=self.n_features_in_, device=self.device_)
-        if captions.shape[0] != self.keys_.shape[0]:
-            raise ValueError(f"captions must hold one caption per support image ({self.keys_.shape[0]}); "
+        if captions.shape[0] != X.shape[0]:
+            raise ValueError(f"captions must hold one caption per support image ({X.shape[0]}); "
                              f"got {captions.shape[0]}")
-        self.caption_keys_ = F.normalize(captions, dim=-1)[self._sort_order].contiguous()
-        return self
+        self._captions = F.normalize(captions, dim=-1)
+
+    def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
+        """The caption keys follow the image keys' order; a refit (tuning ``top_k`` or ``tau``)
+        receives the keys already in that order and keeps them."""
+        super()._fit(X, y)
+        captions = self.__dict__.pop("_captions", None)
+        if captions is not None:
+            self.caption_keys_ = captions[self._sort_order].contiguous()
 
     def _shared(self, X: torch.Tensor) -> dict[str, Any]:
         shared = super()._shared(X)

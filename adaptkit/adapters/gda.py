@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 
-from .._params import FLOAT32_MAX, Float, Int
+from .._params import FLOAT32_MAX, Float
 from .._validation import check_features, check_text_weights
 from .base import Adapter
 
@@ -47,6 +47,7 @@ class GDA(Adapter):
     Fitted attributes: ``means_`` (C, D), ``precision_`` (D, D), ``weight_`` (D, C), ``bias_`` (C,).
     """
 
+    name = "gda"
     param_grid = {"alpha": (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)}
     _parameter_constraints = {**Adapter._parameter_constraints, "alpha": [Float(0, FLOAT32_MAX)]}
     training_views = "flatten"
@@ -124,66 +125,3 @@ def synthesize_new_classes(gda: GDA, X_base, new_text_weights, *, k: int = 64, t
     new._set_classifier(means, precision.float(), np.log(1.0 / T.shape[0]))
     new._make_contiguous()
     return new
-
-
-class TransductiveGDA(GDA):
-    """Unsupervised (transductive) GDA: EM on unlabeled features, initialised from zero-shot.
-
-    The paper describes this variant (Sec. 4.3); the official repository has no code for it.
-    E-step: responsibilities R = softmax of the GDA posterior (class priors, means and shared
-    covariance of the current M-step; the first R is the zero-shot softmax(100 · X Tᵀ)).
-    M-step: weighted class means, priors and the shrunk shared covariance of GDA. The final
-    classifier is GDA's, ensembled with zero-shot through ``alpha``.
-
-    ``fit(X, y=None, *, text_weights)`` ignores ``y``. Fitted attributes: those of :class:`GDA`
-    plus ``responsibilities_`` (N, C) and ``n_iter_``. The unlabeled features are kept in memory
-    (not in saved files) so that ``ak.tune`` can refit for other ``n_iter`` and ``tol``.
-    """
-
-    _parameter_constraints = {**GDA._parameter_constraints, "n_iter": [Int(1, None, closed="left")],
-                              "tol": [Float(0, None, closed="left")]}
-    state_params = frozenset({"n_iter", "tol"})
-    needs_text = True
-    fitted_tensors = {**GDA.fitted_tensors, "responsibilities_": torch.float32}
-
-    def __init__(self, alpha: float = 1.0, n_iter: int = 20, tol: float = 1e-4, device: str = "auto"):
-        super().__init__(alpha=alpha, device=device)
-        self.n_iter = n_iter
-        self.tol = tol
-
-    def fit(self, X, y=None, *, text_weights=None):
-        """Fit on unlabeled features X (N, D) or (N, V, D); ``y`` is ignored."""
-        n = check_features(X, "X", ndims=(2, 3)).shape[0]
-        return super().fit(X, np.zeros(n, dtype=np.int64), text_weights=text_weights)
-
-    def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if getattr(self, "_unlabeled", None) is None:
-            raise ValueError("this TransductiveGDA was loaded from a file without its unlabeled features; "
-                             "fit it again to tune n_iter or tol")
-        return self._unlabeled, torch.zeros(self._unlabeled.shape[0], dtype=torch.int64, device=self.device_)
-
-    def _fit(self, X: torch.Tensor, y: torch.Tensor) -> None:
-        n, d = X.shape
-        if n < 2:
-            raise ValueError(f"TransductiveGDA needs at least 2 unlabeled samples to estimate a covariance; got {n}")
-        self._unlabeled = X
-        responsibilities = torch.softmax(self._zero_shot_logits(X), dim=1)
-        gram = (X.T @ X).double()
-        for iteration in range(1, self.n_iter + 1):
-            weights = responsibilities.sum(dim=0).clamp_min(1e-8)
-            means = (responsibilities.T @ X) / weights[:, None]
-            scatter = gram - (means.T.double() * weights.double()) @ means.double()
-            regularised = scatter + (torch.trace(scatter) / (n - 1)) * torch.eye(d, dtype=scatter.dtype,
-                                                                                   device=X.device)
-            inverse = torch.linalg.inv(regularised)
-            log_prior = torch.log(weights / n)
-            precision = (n * inverse).float()
-            posterior = X @ precision @ means.T - 0.5 * ((means @ precision) * means).sum(dim=1) + log_prior
-            updated = torch.softmax(posterior, dim=1)
-            change = (updated - responsibilities).abs().max().item()
-            responsibilities = updated
-            if change < self.tol:
-                break
-        self.responsibilities_ = responsibilities
-        self.n_iter_ = iteration
-        self._set_classifier(means, (d * inverse).float(), log_prior)

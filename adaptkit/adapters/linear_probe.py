@@ -30,6 +30,7 @@ class LinearProbe(Adapter):
     (``support_features_``, ``support_labels_``) because a new ``C`` needs a new fit.
     """
 
+    name = "linear_probe"
     param_grid = {"C": tuple(np.logspace(-3, 2, 6).tolist())}
     _parameter_constraints = {**Adapter._parameter_constraints, "C": [Float(0, None, closed="neither")],
                               "max_iter": [Int(1, None, closed="left")]}
@@ -38,6 +39,7 @@ class LinearProbe(Adapter):
     scale_sensitive = True
     fitted_tensors = {**Adapter.fitted_tensors, "support_features_": torch.float32, "support_labels_": torch.int64,
                       "weight_": torch.float32, "bias_": torch.float32}
+    fitted_attributes = {**Adapter.fitted_attributes, "n_iter_": list}
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, device: str = "auto"):
         self.C = C

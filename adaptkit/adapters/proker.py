@@ -17,8 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._clip import LOGIT_SCALE
 from .._params import FLOAT32_MAX, Float
-from .base import LOGIT_SCALE, Adapter
+from .base import Adapter
 
 
 def exp_kernel(A: torch.Tensor, B: torch.Tensor, beta: float) -> torch.Tensor:
@@ -51,6 +52,7 @@ class ProKeR(Adapter):
     = Y − f₀(S), ``coef_`` (N_s, C).
     """
 
+    name = "proker"
     param_grid = {"beta": (0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0),
                   "lam": (0.001, 0.0031622776601683794, 0.01, 0.03162277660168379, 0.1, 0.31622776601683794,
                           1.0, 3.1622776601683795, 10.0)}

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .._params import Float
-from .tip_adapter import WEIGHT, Neighbours, TipAdapter, gathered_dot
+from .cache import WEIGHT, Neighbours, gathered_dot
+from .tip_adapter import TipAdapter
 
 
 def log_signatures(X: torch.Tensor, text_weights: torch.Tensor, tau: float) -> torch.Tensor:
@@ -53,6 +54,7 @@ class TipX(TipAdapter):
     Fitted attributes: those of :class:`TipAdapter` and ``key_log_signatures_`` (N_s, C).
     """
 
+    name = "tip_x"
     param_grid = {"beta": tuple((0.1 + np.arange(50) * 6.9 / 50).tolist()),
                   "alpha": tuple((0.1 + np.arange(20) * 2.9 / 20).tolist()),
                   "gamma": (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)}

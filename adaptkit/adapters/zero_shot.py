@@ -15,7 +15,9 @@ class ZeroShot(Adapter):
     device : where the text weights live; ``"auto"`` picks CUDA when present.
     """
 
+    name = "zero_shot"
     needs_text = True
+    fitted_attributes = {**Adapter.fitted_attributes, "is_fitted_": bool}
 
     def __init__(self, device: str = "auto"):
         self.device = device

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .._options import WEIGHTINGS
 from ..backbones import Backbone
 from ..data.decode import load_image
 from .parsing import Triplet, default_parser
@@ -59,7 +60,7 @@ class ComCLIP:
     def __init__(self, backbone: Backbone, parser: Callable[[str], list[Triplet]] | None = None,
                  proposer: Callable[[Image.Image], list[Box]] | None = None, weighting: str = "sum",
                  prompt: str = "a photo of {}.", batch_size: int = 64):
-        if weighting not in ("sum", "softmax"):
+        if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be 'sum' (official) or 'softmax'; got {weighting!r}")
         self.backbone, self.parser = backbone, parser or default_parser()
         self.proposer, self.weighting, self.prompt, self.batch_size = proposer or GridProposer(), weighting, prompt, \

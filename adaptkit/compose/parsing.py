@@ -40,69 +40,32 @@ bathroom with towels hanging by the shower"), where the head is a matter of read
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 
-from lemminflect import getAllInflections, getAllLemmas, getAllLemmasOOV
-
-DETERMINERS = {"a", "an", "the", "some", "this", "that", "these", "those", "his", "her", "its", "their", "my", "our",
-               "your", "another", "each", "every", "any", "no", "all", "both", "there", "several", "many", "few",
-               "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "dozens", "multiple",
-               "various", "numerous", "other", "much", "most", "more", "less"}
-PLURAL_DETERMINERS = {"these", "those", "several", "many", "few", "both", "two", "three", "four", "five", "six",
-                      "seven", "eight", "nine", "ten", "dozens", "multiple", "various", "numerous", "some", "lots",
-                      "all"}
-BE = {"is", "are", "was", "were", "be", "being", "been", "am"}
-AUXILIARIES = BE | {"has", "have", "had", "does", "do", "did", "can", "could", "will", "would", "may", "might",
-                    "should", "must", "shall", "to", "getting", "gets", "got", "get"}
-MAIN_WHEN_FOLLOWED = {"has": "have", "have": "have", "had": "have", "does": "do", "do": "do", "did": "do",
-                      "gets": "get", "get": "get", "got": "get", "getting": "get"}
-"""Auxiliaries that are the clause's verb when a noun phrase follows ("a sign has a bear on it")."""
-VERBAL_AUXILIARIES = BE | {"has", "have", "had", "does", "do", "did", "to", "getting", "gets", "got"}
-"""Auxiliaries that are never nouns (unlike "can" or "will")."""
-RELATIVES = {"that", "who", "which", "whose", "where"}
-PRONOUNS = {"it", "him", "her", "them", "me", "us", "you", "he", "she", "they", "we", "i", "one", "another", "other",
-            "others", "each", "someone", "something", "somebody", "everyone", "itself", "themselves", "himself",
-            "herself"}
-ADVERBS = {"together", "outside", "inside", "outdoors", "indoors", "asleep", "alone", "here", "there", "very",
-           "also", "just", "still", "away", "up", "down", "out", "off", "back", "around", "about", "over", "nearby",
-           "downstairs", "upstairs", "behind", "ahead", "apart", "now", "then", "almost", "already", "really",
-           "upside", "brightly", "peacefully", "closely", "quietly", "happily", "curled"}
-PREPOSITIONS = ["in front of", "on top of", "to the left of", "to the right of", "next to", "close to", "far from",
-                "inside of", "outside of", "out of", "in to", "on to", "in", "on", "at", "under", "below", "beneath",
-                "above", "over", "behind", "beside", "besides", "near", "inside", "outside", "between", "with",
-                "without", "by", "onto", "into", "across", "against", "around", "along", "through", "toward", "towards",
-                "underneath", "atop", "among", "down", "up", "past", "for", "from", "to", "off", "out", "upon",
-                "alongside", "amid", "within", "beyond", "via", "throughout", "about"]
-SPATIAL = {p for p in PREPOSITIONS if p not in ("for", "from", "to", "about", "via", "out", "up", "down", "off",
-                                                "without", "in to", "on to")}
-QUANTITY = {"group", "groups", "herd", "flock", "bunch", "couple", "pair", "lot", "lots", "number", "pack", "crowd",
-            "set", "sets", "stack", "pile", "row", "rows", "line", "variety", "assortment", "collection", "kind",
-            "kinds", "type", "types", "piece", "pieces", "slice", "slices", "sort", "handful", "dozen", "dozens",
-            "cluster", "family", "line", "array", "series", "patch", "plenty", "swarm", "school", "bunches", "team",
-            "trio", "duo", "quartet", "batch", "cluster", "display", "selection", "mound", "heap", "bundle"}
-GERUND_COMPOUNDS = {"room", "table", "pool", "lot", "area", "bag", "board", "machine", "station", "stick", "cart",
-                    "pot", "pan", "sheet", "suit", "ground", "hall", "ring", "track", "range", "glass", "glasses",
-                    "gear", "equipment", "utensil", "counter", "space", "chair", "shoe", "shoes", "pole", "trail",
-                    "boat", "bowl", "plate", "line"}
-"""Nouns an "-ing" word modifies rather than takes as object: living room, dining table, parking lot."""
-ING_NOUNS = {"building", "painting", "clothing", "ceiling", "railing", "wedding", "evening", "morning", "frosting",
-             "icing", "bedding", "topping", "toppings", "siding", "crossing", "landing", "lighting", "housing",
-             "filling", "opening", "drawing", "carving", "awning", "sibling", "offering", "setting", "buildings",
-             "paintings", "drawings", "railings", "ceilings", "pudding", "dumpling", "stuffing", "seasoning"}
-"""Words in "-ing" that name things ("a brick building"): nouns unless an object follows them."""
-POSTNOMINAL = {"full", "open", "shaped", "ready", "alone", "free", "filled", "covered", "missing", "loaded"}
-PARTS = {"top", "bottom", "side", "back", "front", "edge", "middle", "center", "centre", "corner", "end", "rest"}
-FRAMES = {"picture", "photo", "photograph", "image", "view", "close", "closeup", "shot", "snapshot", "scene"}
-IRREGULAR_NOUNS = {"people": "person", "men": "man", "women": "woman", "children": "child", "feet": "foot",
-                   "teeth": "tooth", "mice": "mouse", "geese": "goose", "oxen": "ox", "sheep": "sheep",
-                   "fish": "fish", "deer": "deer", "cattle": "cattle", "woods": "wood"}
-CONNECTIVES = {"while", "as", "whilst", "when", "because"}
-POSSESSIVES = {"her", "his", "its", "their", "my", "our", "your", "one", "another", "other", "each"}
-CLOSED = DETERMINERS | AUXILIARIES | RELATIVES | PRONOUNS | {"and", "or", "of", "but", "nor", "not", "than", ","} | \
-    {p for p in PREPOSITIONS if " " not in p}
+from .lexicon import (
+    ADVERBS,
+    AUXILIARIES,
+    BE,
+    CLOSED,
+    CONNECTIVES,
+    DETERMINERS,
+    FRAMES,
+    GERUND_COMPOUNDS,
+    ING_NOUNS,
+    MAIN_WHEN_FOLLOWED,
+    PARTS,
+    PLURAL_DETERMINERS,
+    POSSESSIVES,
+    POSTNOMINAL,
+    PREPOSITIONS,
+    PRONOUNS,
+    QUANTITY,
+    RELATIVES,
+    SPATIAL,
+    VERBAL_AUXILIARIES,
+)
+from .words import adjective, adjective_only, determiner, is_noun, noun_lemma, participle, plural, tokens, verb_lemma, word_form
 
 
 @dataclass(frozen=True)
@@ -118,84 +81,6 @@ class Triplet:
     def words(self) -> tuple[str, str, str]:
         """What to match against sub-images: the subject and object phrases and the predicate."""
         return (self.subject_phrase or self.subject, self.predicate, self.object_phrase or self.object)
-
-
-@lru_cache(maxsize=65536)
-def _lemmas(word: str) -> dict[str, tuple[str, ...]]:
-    return getAllLemmas(word)
-
-
-def noun_lemma(word: str) -> str:
-    """Singular form of a noun (lexicon first, then English rules)."""
-    if word in IRREGULAR_NOUNS:
-        return IRREGULAR_NOUNS[word]
-    known = _lemmas(word).get("NOUN")
-    if known:
-        return known[0]
-    return getAllLemmasOOV(word, "NOUN")["NOUN"][0]
-
-
-def verb_lemma(word: str) -> str | None:
-    """The base form of ``word`` if it can be a verb (the lexicon, or regular "-ing"/"-ed"/"-s"
-    morphology for words it does not list), else ``None``."""
-    known = _lemmas(word)
-    if "VERB" in known:
-        return known["VERB"][0]
-    if not known and word.endswith(("ing", "ed")) and len(word) > 4:
-        return getAllLemmasOOV(word, "VERB")["VERB"][0]
-    return None
-
-
-def _form(word: str, lemma: str) -> str:
-    """Which verb form ``word`` is of ``lemma``: ``"ing"``, ``"past"``, ``"s"``, ``"base"`` or ``""``."""
-    if word == lemma:
-        return "base"
-    forms = getAllInflections(lemma, upos="VERB")
-    if word in forms.get("VBG", ()) or word.endswith("ing"):
-        return "ing"
-    if word in forms.get("VBD", ()) or word in forms.get("VBN", ()) or word.endswith("ed"):
-        return "past"
-    if word in forms.get("VBZ", ()):
-        return "s"
-    return ""
-
-
-def _participle(word: str, lemma: str) -> bool:
-    return word in getAllInflections(lemma, upos="VERB").get("VBN", ()) or word.endswith("ed")
-
-
-def _is_noun(word: str) -> bool:
-    if word in CLOSED:
-        return False
-    return word in IRREGULAR_NOUNS or "NOUN" in _lemmas(word) or (not _lemmas(word) and word.isalpha())
-
-
-def _adjective(word: str) -> bool:
-    """Can be an adjective (colours, sizes, ...)."""
-    return "ADJ" in _lemmas(word)
-
-
-def _determiner(words: list[str], i: int) -> bool:
-    """A determiner here: always-determiners, and possessives or numerals that a noun follows."""
-    word = words[i]
-    if word in POSSESSIVES:
-        return i + 1 < len(words) and words[i + 1] not in CLOSED
-    return word in DETERMINERS
-
-
-def _adjective_only(word: str) -> bool:
-    lemmas = _lemmas(word)
-    return bool(lemmas) and set(lemmas) <= {"ADJ", "ADV"}
-
-
-def _plural(word: str) -> bool:
-    return word in PLURAL_DETERMINERS or (word not in IRREGULAR_NOUNS or IRREGULAR_NOUNS[word] != word) and \
-        _is_noun(word) and noun_lemma(word) != word
-
-
-def _tokens(text: str) -> list[str]:
-    words = re.findall(r"[a-z]+(?:[-'][a-z]+)*|,", text.lower().replace("’", "'"))
-    return [w[:-2] if w.endswith("'s") else w for w in words if w not in ("s", "'s")]
 
 
 def _match_preposition(words: list[str], i: int) -> str | None:
@@ -219,7 +104,7 @@ def _strip_frame(words: list[str]) -> list[str]:
             if rest[:1] == ["of"]:
                 return rest[1:]
             break
-        if word not in DETERMINERS and not _adjective(word) and word not in ("aerial", "sky", "and", "inside"):
+        if word not in DETERMINERS and not adjective(word) and word not in ("aerial", "sky", "and", "inside"):
             break
     return words
 
@@ -233,7 +118,7 @@ def _through_of(words: list[str]) -> list[str]:
         of = next((i for i in content if words[i] == "of"), None)
         if of is None or of == 0:
             return words
-        heads = [w for w in words[:of] if w not in DETERMINERS and not _adjective_only(w)]
+        heads = [w for w in words[:of] if w not in DETERMINERS and not adjective_only(w)]
         if heads and heads[-1] in QUANTITY | PARTS:
             words = words[of + 1:]
             continue
@@ -259,7 +144,7 @@ def _noun_phrase(words: list[str]) -> tuple[str, str] | None:
             cut = i
             break
         if word == "and" and i > 0:
-            if _adjective(words[i - 1]) and i + 1 < len(words) and _adjective(words[i + 1]) and \
+            if adjective(words[i - 1]) and i + 1 < len(words) and adjective(words[i + 1]) and \
                     i + 2 < len(words) and words[i + 2] not in CLOSED:
                 continue
             cut = i
@@ -267,10 +152,10 @@ def _noun_phrase(words: list[str]) -> tuple[str, str] | None:
         if i > 0 and (_match_preposition(words, i) or word == "of"):
             cut = i
             break
-    phrase = [w for i, w in enumerate(words[:cut]) if not _determiner(words, i) and w not in VERBAL_AUXILIARIES
+    phrase = [w for i, w in enumerate(words[:cut]) if not determiner(words, i) and w not in VERBAL_AUXILIARIES
               and w not in PRONOUNS and w != "and"]
-    while phrase and (phrase[-1] in ADVERBS or (_adjective_only(phrase[-1]) or phrase[-1] in POSTNOMINAL)
-                      and len(phrase) > 1 and any(_is_noun(w) for w in phrase[:-1])):
+    while phrase and (phrase[-1] in ADVERBS or (adjective_only(phrase[-1]) or phrase[-1] in POSTNOMINAL)
+                      and len(phrase) > 1 and any(is_noun(w) for w in phrase[:-1])):
         phrase.pop()
     if not phrase:
         return None
@@ -287,13 +172,13 @@ def _object_after(words: list[str]) -> tuple[str, str] | None:
         if prep:
             i += len(prep.split())
             continue
-        if word in ADVERBS or word == "," or (word.endswith("ly") and _adjective_only(word)) or word in BE:
+        if word in ADVERBS or word == "," or (word.endswith("ly") and adjective_only(word)) or word in BE:
             i += 1
             continue
-        if word in PRONOUNS and not _determiner(words, i):
+        if word in PRONOUNS and not determiner(words, i):
             return None
         lemma = verb_lemma(word)
-        if lemma and word != lemma and not _is_noun(word) and _form(word, lemma) in ("past", "ing") \
+        if lemma and word != lemma and not is_noun(word) and word_form(word, lemma) in ("past", "ing") \
                 and i + 1 < len(words) and (_match_preposition(words, i + 1) or words[i + 1] in ADVERBS):
             i += 1
             continue
@@ -304,13 +189,13 @@ def _object_after(words: list[str]) -> tuple[str, str] | None:
         if not j:
             continue
         lemma = verb_lemma(word)
-        after_noun = _is_noun(rest[j - 1]) and not _determiner(rest, j - 1)
-        clause_verb = lemma and not _is_noun(word) and after_noun and _form(word, lemma) in ("ing", "past") and \
+        after_noun = is_noun(rest[j - 1]) and not determiner(rest, j - 1)
+        clause_verb = lemma and not is_noun(word) and after_noun and word_form(word, lemma) in ("ing", "past") and \
             (j + 1 == len(rest) or rest[j + 1] in DETERMINERS or _match_preposition(rest, j + 1) is not None
              or rest[j + 1] in ADVERBS)
-        if word in RELATIVES or word in BE | {"has", "have", "had"} or (word == "," and _is_noun(rest[j - 1])
-                                                        and not _adjective(rest[j - 1])) or \
-                (word == "and" and not (_adjective(rest[j - 1]) and j + 1 < len(rest) and _adjective(rest[j + 1]))) \
+        if word in RELATIVES or word in BE | {"has", "have", "had"} or (word == "," and is_noun(rest[j - 1])
+                                                        and not adjective(rest[j - 1])) or \
+                (word == "and" and not (adjective(rest[j - 1]) and j + 1 < len(rest) and adjective(rest[j + 1]))) \
                 or _match_preposition(rest, j) and word != "of" or clause_verb or \
                 (word.endswith("ing") and lemma and after_noun and not (j + 1 < len(rest) and
                                                                         rest[j + 1] in GERUND_COMPOUNDS)):
@@ -327,13 +212,13 @@ def _subject_number_plural(words: list[str]) -> bool:
                                                           or w in ("of",) or w in POSTNOMINAL)), len(content))
     content = content[:cut]
     for i, word in enumerate(content):
-        if word == "and" and 0 < i < len(content) - 1 and _is_noun(content[i - 1]) and \
-                not (_adjective(content[i - 1]) and _adjective(content[i + 1])):
+        if word == "and" and 0 < i < len(content) - 1 and is_noun(content[i - 1]) and \
+                not (adjective(content[i - 1]) and adjective(content[i + 1])):
             return True
     if any(w in PLURAL_DETERMINERS for w in content):
         return True
     nouns = [w for w in content if w not in DETERMINERS and w != "and"]
-    return bool(nouns) and _plural(nouns[-1])
+    return bool(nouns) and plural(nouns[-1])
 
 
 def _takes(words: list[str], i: int, nouns: bool = False) -> bool:
@@ -345,14 +230,14 @@ def _takes(words: list[str], i: int, nouns: bool = False) -> bool:
     if word.endswith("ing") and verb_lemma(word):
         return False
     return word in DETERMINERS or word in POSSESSIVES or word in PRONOUNS or word in ADVERBS or \
-        _match_preposition(words, i) is not None or _adjective_only(word) or \
-        (nouns and _is_noun(word) and (i + 1 == len(words) or words[i + 1] not in ("and", ",")
+        _match_preposition(words, i) is not None or adjective_only(word) or \
+        (nouns and is_noun(word) and (i + 1 == len(words) or words[i + 1] not in ("and", ",")
                                        and not words[i + 1].endswith("ing")))
 
 
 def _takes_object(words: list[str], i: int) -> bool:
     """A determiner or possessive starts at ``i``: what follows a transitive "-ing" verb."""
-    return i < len(words) and (words[i] in DETERMINERS or _determiner(words, i))
+    return i < len(words) and (words[i] in DETERMINERS or determiner(words, i))
 
 
 def _verb_follows(words: list[str], i: int) -> bool:
@@ -361,7 +246,7 @@ def _verb_follows(words: list[str], i: int) -> bool:
     if i >= len(words):
         return False
     lemma = verb_lemma(words[i])
-    return bool(lemma) and _form(words[i], lemma) == "s" and _takes(words, i + 1)
+    return bool(lemma) and word_form(words[i], lemma) == "s" and _takes(words, i + 1)
 
 
 def _find_verb(words: list[str], inherited: bool) -> tuple[int, str] | None:
@@ -376,37 +261,37 @@ def _find_verb(words: list[str], inherited: bool) -> tuple[int, str] | None:
             continue
         lemma = verb_lemma(word)
         if word in MAIN_WHEN_FOLLOWED and i + 1 < len(words) and \
-                (words[i + 1] in DETERMINERS or words[i + 1] in PRONOUNS or _is_noun(words[i + 1])
-                 or _adjective(words[i + 1])) and \
-                not (verb_lemma(words[i + 1]) and _participle(words[i + 1], verb_lemma(words[i + 1]))
-                     and not _is_noun(words[i + 1]) and not _adjective(words[i + 1])):
+                (words[i + 1] in DETERMINERS or words[i + 1] in PRONOUNS or is_noun(words[i + 1])
+                 or adjective(words[i + 1])) and \
+                not (verb_lemma(words[i + 1]) and participle(words[i + 1], verb_lemma(words[i + 1]))
+                     and not is_noun(words[i + 1]) and not adjective(words[i + 1])):
             return i, MAIN_WHEN_FOLLOWED[word]
         if lemma is None or word in AUXILIARIES:
             continue
-        before = [w for w in words[:i] if w not in ADVERBS and w != "," and not (w.endswith("ly") and _adjective_only(w))]
+        before = [w for w in words[:i] if w not in ADVERBS and w != "," and not (w.endswith("ly") and adjective_only(w))]
         previous = before[-1] if before else None
         following = words[i + 1] if i + 1 < len(words) else None
         after_aux = previous in AUXILIARIES or previous in RELATIVES
         after_noun = previous is not None and previous not in DETERMINERS and previous not in AUXILIARIES and \
-            previous not in RELATIVES and _is_noun(previous) and not _adjective_only(previous)
+            previous not in RELATIVES and is_noun(previous) and not adjective_only(previous)
         after_object = previous in ("it", "them")
         if i == first:
-            if inherited and _form(word, lemma) in ("ing", "s", "past", "base") and not _is_noun(word):
+            if inherited and word_form(word, lemma) in ("ing", "s", "past", "base") and not is_noun(word):
                 return i, lemma
-            if inherited and _form(word, lemma) in ("ing", "s"):
+            if inherited and word_form(word, lemma) in ("ing", "s"):
                 return i, lemma
             continue
-        form = _form(word, lemma)
+        form = word_form(word, lemma)
         if form in ("ing", "past") and i + 2 < len(words) and following in BE and \
-                verb_lemma(words[i + 2]) and _form(words[i + 2], verb_lemma(words[i + 2])) in ("ing", "past"):
+                verb_lemma(words[i + 2]) and word_form(words[i + 2], verb_lemma(words[i + 2])) in ("ing", "past"):
             continue
         if form == "ing":
             if word == "looking" and (following is None or not _match_preposition(words, i + 1)):
                 continue
             if following in GERUND_COMPOUNDS or (word in ING_NOUNS and not after_aux and not _takes_object(words, i + 1)):
                 continue
-            modifier = _adjective(previous) and following is not None and following not in CLOSED and \
-                _is_noun(following) and not _match_preposition(words, i + 1)
+            modifier = adjective(previous) and following is not None and following not in CLOSED and \
+                is_noun(following) and not _match_preposition(words, i + 1)
             if after_aux or after_object or (after_noun and not modifier):
                 return i, lemma
         elif form == "past":
@@ -418,15 +303,15 @@ def _find_verb(words: list[str], inherited: bool) -> tuple[int, str] | None:
             if previous in ("to",) or after_aux or _verb_follows(words, i + 1):
                 continue
             if after_noun and not _subject_number_plural(words[:i]) and \
-                    (not _is_noun(word) or _takes(words, i + 1, nouns=True)):
+                    (not is_noun(word) or _takes(words, i + 1, nouns=True)):
                 return i, lemma
         elif form == "base":
             if previous in ("to", "can", "could", "will", "would", "may", "might", "should", "must", "do", "does"):
                 return i, lemma
-            if after_aux and _participle(word, lemma):
+            if after_aux and participle(word, lemma):
                 return i, lemma
             if after_noun and _subject_number_plural(words[:i]) and following is not None and \
-                    (not _is_noun(word) or _takes(words, i + 1, nouns=True)):
+                    (not is_noun(word) or _takes(words, i + 1, nouns=True)):
                 return i, lemma
     return None
 
@@ -457,7 +342,7 @@ def _parse_clause(words: list[str], previous: tuple[str, str] | None) -> Triplet
         return None
     content = [w for w in before if w not in ADVERBS]
     passive = bool(content) and content[-1] in BE | {"been", "being"} and "by" in after and \
-        _participle(words[at], lemma)
+        participle(words[at], lemma)
     if passive:
         agent = _object_after(after[after.index("by") + 1:])
         if agent:
@@ -471,7 +356,7 @@ def _parse_clause(words: list[str], previous: tuple[str, str] | None) -> Triplet
 def _clauses(text: str) -> list[list[str]]:
     """Split at "while"/"as"; at "and" or a comma only after a clause that has its verb and before
     a determiner, a pronoun or a verb."""
-    words = _tokens(text)
+    words = tokens(text)
     clauses, current = [], []
     for i, word in enumerate(words):
         following = words[i + 1] if i + 1 < len(words) else ""
@@ -484,7 +369,7 @@ def _clauses(text: str) -> list[list[str]]:
             complete = _preposition_relation([w for w in current if w != ","], None) is not None
         if word in ("and", ",") and current and complete:
             nxt = following if following != "and" else (words[i + 2] if i + 2 < len(words) else "")
-            if nxt in DETERMINERS or nxt in PRONOUNS or (verb_lemma(nxt) and not _is_noun(nxt)) or \
+            if nxt in DETERMINERS or nxt in PRONOUNS or (verb_lemma(nxt) and not is_noun(nxt)) or \
                     (verb_lemma(nxt) and nxt.endswith(("ing", "s"))):
                 clauses.append(current)
                 current = []

@@ -195,7 +195,7 @@ class WebDatasetSource(ImageSource):
                                 samples[key]["_label"] = archive.extractfile(info).read().decode().strip()
             except tarfile.TarError as err:
                 raise ValueError(f"{display_path(shard)} is not a readable tar shard: {err}") from err
-            for key, parts in samples.items():
+            for parts in samples.values():
                 image = next((parts[k] for k in image_keys if k in parts), None)
                 if image is None:
                     continue

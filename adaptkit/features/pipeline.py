@@ -100,8 +100,7 @@ def collate(items: list) -> dict[str, Any]:
 def gpu_transform(backbone, views: int):
     """The backbone's preprocessing (``views == 1``) or support augmentation as tensor transforms
     for uint8 (3, H, W) images on the GPU."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2
+    from torchvision.transforms import InterpolationMode, v2
 
     size = backbone.image_size
     finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(backbone.mean, backbone.std)]
@@ -129,7 +128,7 @@ def decode_gpu(batch: dict[str, Any], backbone, transform, views: int, seed: int
         images = decode_jpeg(batch["jpeg"], mode=ImageReadMode.RGB, device=backbone.device)
     except RuntimeError:
         images = []
-        for data, position in zip(batch["jpeg"], positions):
+        for data in batch["jpeg"]:
             try:
                 images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=backbone.device))
             except RuntimeError as err:

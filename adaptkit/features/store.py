@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..storage import UntrustedFileError, atomic_write, file_lock, json_sha256, read_checked, write_checked
 
@@ -124,6 +125,18 @@ class FeatureStore:
         if header.get("id") != plan.id or {"features", "labels", "positions"} != set(tensors):
             raise UntrustedFileError(f"{path} is not the shard its name says")
         return tensors, header.get("skipped", [])
+
+    def shard_rows(self, plan: ShardPlan) -> tuple[int, list[dict]] | None:
+        """(rows, skipped) of a stored shard from its header, or ``None`` (deleted) when damaged."""
+        path = self.shard_path(plan.id)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                header = json.loads(handle.metadata()["adaptkit"])
+                rows = handle.get_slice("features").get_shape()[0]
+            return rows, list(header.get("skipped", []))
+        except (OSError, SafetensorError, KeyError, ValueError, TypeError) as err:
+            self.discard(path, str(err))
+            return None
 
     def discard(self, path: Path, reason: str) -> None:
         logger.warning("feature cache: %s is damaged (%s); it will be encoded again", path, reason)

@@ -19,7 +19,7 @@ import torch
 from .._validation import check_features
 from .._version import __version__
 from ..features import FeatureSet
-from .index import SupportIndex
+from ..index import SupportIndex
 
 
 def class_queries(classnames: Sequence[str], template: str = "a photo of a {}.",

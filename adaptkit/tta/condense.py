@@ -25,7 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("evit", "tome", "tca")
+from .._options import CONDENSE_POLICIES
+
+POLICIES = CONDENSE_POLICIES
 
 
 def default_layers(n_blocks: int) -> tuple[int, ...]:

@@ -23,11 +23,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from sklearn.utils._param_validation import StrOptions
 
-from .._params import FLOAT32_MAX, Float, Int, check_params
+from .._clip import LOGIT_SCALE
+from .._params import FLOAT32_MAX, Float, Int, StrOptions, check_params
 from .._validation import check_features
-from ..adapters.base import LOGIT_SCALE
 from ..backbones import Backbone
 from ..data.decode import load_image
 from .condense import POLICIES, default_layers, flops_per_image, make_policy

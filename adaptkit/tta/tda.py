@@ -22,11 +22,10 @@ import os
 
 import torch
 import torch.nn.functional as F
-from sklearn.utils._param_validation import StrOptions
 
-from .._params import DEVICE, FLOAT32_MAX, Float, Int, check_params
+from .._clip import LOGIT_SCALE
+from .._params import DEVICE, FLOAT32_MAX, Float, Int, StrOptions, check_params
 from .._validation import check_features, resolve_device
-from ..adapters.base import LOGIT_SCALE
 from .state import check_state, load_state_file, read_state, refuse, save_state
 
 WEIGHT = [Float(0, FLOAT32_MAX)]

@@ -1,0 +1,5 @@
+"""``python -m adaptkit.cli``."""
+
+from . import app
+
+app()

@@ -1,0 +1,174 @@
+"""The ``adaptkit`` application: its sub-command groups, the common options, the error layer and
+the choices (built from the library's option vocabularies, :mod:`adaptkit._options`).
+
+Every command validates its cheap inputs (dataset roots, recipes, CSV headers, adapter files)
+before it builds a backbone. An expected error (bad input, missing files, unreachable weights)
+prints one short ``adaptkit: error: ...`` message in CLI terms and exits with 1; ``--debug`` (or
+``ADAPTKIT_DEBUG=1``) shows the traceback instead. ``--quiet`` turns progress bars and warnings off.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import importlib
+import logging
+import os
+import re
+import sys
+
+import typer
+
+from .._options import CONDENSE_POLICIES, DECODERS, ENGINES, ON_ERROR, TTA_METHODS, WEIGHTINGS
+from .._version import __version__
+
+app = typer.Typer(help="Training-free adaptation of frozen CLIP models.", no_args_is_help=True,
+                  add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+support_app = typer.Typer(help="Support sets built from local image pools.", no_args_is_help=True,
+                          rich_markup_mode=None)
+app.add_typer(support_app, name="support")
+data_app = typer.Typer(help="Prepare and check dataset folders (CoOp layout).", no_args_is_help=True,
+                       rich_markup_mode=None)
+app.add_typer(data_app, name="data")
+compose_app = typer.Typer(help="Compositional image-text matching (ComCLIP).", no_args_is_help=True,
+                          rich_markup_mode=None)
+app.add_typer(compose_app, name="compose")
+
+FLAGS = ("pretrained", "root", "shots", "seed", "seeds", "views", "batch_size", "cache_dir", "device", "workers",
+         "engine", "on_error", "decode", "limit", "keep", "condense", "top_k", "classnames", "templates", "address",
+         "output", "adapters")
+"""Python argument names that are also flags: errors show them as ``--flag``."""
+
+
+def _choices(name: str, values) -> type[enum.Enum]:
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+def _dataset_names():
+    from ..data import NAMES
+
+    return NAMES
+
+
+DatasetName = _choices("DatasetName", _dataset_names())
+PreparableName = _choices("PreparableName", [n for n in _dataset_names() if n not in ("digits", "imagefolder")])
+Method = _choices("Method", TTA_METHODS)
+Condense = _choices("Condense", CONDENSE_POLICIES)
+OnError = _choices("OnError", ON_ERROR)
+Engine = _choices("Engine", ENGINES)
+Decode = _choices("Decode", DECODERS)
+Weighting = _choices("Weighting", WEIGHTINGS)
+
+QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars, no warnings")
+DEBUG = typer.Option(False, "--debug", envvar="ADAPTKIT_DEBUG", help="show tracebacks of errors")
+DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N")
+WORKERS = typer.Option("auto", help="image-decoding processes: auto (one per usable CPU) or a number ≥ 0")
+
+
+def _in_cli_terms(message: str) -> str:
+    """Python argument spellings (``pretrained=``) as the flags a CLI user types (``--pretrained``)."""
+    pattern = r"(?<![\w.(,<])(" + "|".join(FLAGS) + r")=( ?)(?=[^<\s])"
+    return re.sub(pattern, lambda m: f"--{m.group(1).replace('_', '-')} ", message)
+
+
+def _next_step(err: Exception) -> str:
+    from ..data.base import DatasetFilesMissing
+
+    if isinstance(err, DatasetFilesMissing):
+        return f"\nnext: adaptkit data prepare {err.dataset} --root {err.root}"
+    return ""
+
+
+def _setup(quiet: bool, debug: bool) -> None:
+    """Log adaptkit's messages to stderr (never through a root handler); apply --quiet."""
+    from ..progress import set_quiet
+
+    set_quiet(quiet)
+    log = logging.getLogger("adaptkit")
+    if not any(getattr(h, "_adaptkit_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("adaptkit: %(levelname)s: %(message)s"))
+        handler._adaptkit_cli = True
+        log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING)
+    if quiet:
+        import warnings
+
+        warnings.simplefilter("ignore")
+    os.environ["ADAPTKIT_DEBUG"] = "1" if debug else os.environ.get("ADAPTKIT_DEBUG", "")
+
+
+def command(function):
+    """Run a command with adaptkit's logging, turning expected errors into one short message."""
+
+    @functools.wraps(function)
+    def run(*args, quiet: bool = False, debug: bool = False, **kwargs):
+        _setup(quiet, debug)
+        try:
+            return function(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.BadParameter):
+            raise
+        except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+            if debug or os.environ.get("ADAPTKIT_DEBUG", "") not in ("", "0"):
+                raise
+            typer.echo(f"adaptkit: error: {_in_cli_terms(str(err))}{_next_step(err)}", err=True)
+            raise typer.Exit(1) from None
+
+    run.__signature__ = _with_common_options(function)
+    return run
+
+
+def _with_common_options(function):
+    import inspect
+
+    signature = inspect.signature(function)
+    extra = [inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=QUIET, annotation=bool),
+             inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=DEBUG, annotation=bool)]
+    return signature.replace(parameters=[*signature.parameters.values(), *extra])
+
+
+def ints(text: str, option: str, minimum: int) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option} must be comma-separated integers such as 1,4,16; got {text!r}") from None
+    if not values or any(v < minimum for v in values):
+        raise typer.BadParameter(f"{option} must list integers ≥ {minimum}; got {text!r}")
+    return values
+
+
+def workers_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise typer.BadParameter(f"--workers must be 'auto' or an integer ≥ 0; got {text!r}")
+    return int(text)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"adaptkit {__version__}")
+        raise typer.Exit()
+
+
+def _import_modules(modules: list[str]) -> list[str]:
+    """Import user modules (looked up on sys.path and in the current folder): adapters they
+    define register themselves, so every command sees them."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            typer.echo(f"adaptkit: error: --import {module}: {err}", err=True)
+            raise typer.Exit(1) from None
+    return modules
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print adaptkit's version and exit"),
+         imports: list[str] = typer.Option([], "--import", metavar="MODULE", callback=_import_modules,
+                                           help="import a module first (e.g. one defining adapters); repeatable")) -> None:
+    """Training-free adaptation of frozen CLIP models."""

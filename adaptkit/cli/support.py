@@ -1,0 +1,61 @@
+"""``adaptkit support build``: support sets retrieved from local image pools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import DEVICE, WORKERS, OnError, command, support_app, workers_value
+
+
+@support_app.command("build")
+@command
+def support_build(
+    pool: str = typer.Option(..., help="unlabeled images: a folder, webdataset shards (pool-{000..099}.tar) "
+                                       "or a parquet file with an image column"),
+    classes: Path = typer.Option(..., help="text file with one class name per line"),
+    shots: int = typer.Option(16, min=1, help="images per class"),
+    out: Path = typer.Option(Path("support.safetensors"), help="where to write the support FeatureSet"),
+    template: str = typer.Option("a photo of a {}.", help="query prompt per class ({} or {c})"),
+    exclusive: bool = typer.Option(True, help="give each pool image to at most one class"),
+    index_dir: Optional[Path] = typer.Option(None, help="build an on-disk IVF index here (pools larger than memory)"),
+    backbone: str = typer.Option("adaptkit-tiny", help="open_clip architecture"),
+    pretrained: Optional[str] = typer.Option(None, help="open_clip tag or weights file"),
+    cache_dir: Optional[Path] = typer.Option(None, help="feature cache directory"),
+    workers: str = WORKERS,
+    on_error: OnError = typer.Option("skip", help="skip (default) or raise at an unreadable pool image"),
+    device: str = DEVICE,
+) -> None:
+    """Build a K-shot support set per class by text-to-image retrieval from a local pool (SuS-X
+    style); the output records its provenance so it can be rebuilt."""
+    from ..backbones import Backbone
+    from ..data.pools import open_pool
+    from ..features import extract as run_extract
+    from ..features import save_features
+    from ..support import SupportIndex, build_support_set
+    from ..text import load_classnames, prompts
+
+    names = load_classnames(classes)
+    prompts(names[:1], [template])
+    images = open_pool(pool)
+    model = Backbone(backbone, pretrained=pretrained, device=device)
+    entry = run_extract(model, images, cache_dir=cache_dir, num_workers=workers_value(workers), on_error=on_error.value,
+                        load=False)
+    queries = [group[0] for group in prompts(names, [template])]
+    if index_dir is None:
+        features = entry.load(on_error=on_error.value)
+        if isinstance(images.images, list):
+            kept = set(range(len(images))) - {s["position"] for s in features.metadata.get("skipped", [])}
+            features.metadata["paths"] = [images.images[i] for i in sorted(kept)]
+        source = features
+    else:
+        source = SupportIndex.from_entry(entry, index_dir, "ivf_flat")
+    support = build_support_set(source, model.encode_texts(queries), shots, classnames=names, queries=queries,
+                                exclusive=exclusive)
+    support.metadata["provenance"]["backbone"] = model.identity
+    save_features(support, out)
+    skipped = len(entry.metadata.get("skipped", []))
+    typer.echo(f"{len(names)} classes × {shots} shots from {len(entry)} pool images -> {out}"
+               + (f" ({skipped} unreadable pool images skipped)" if skipped else ""))

@@ -1,0 +1,75 @@
+"""Test helpers: CLIP-like synthetic features, generated JPEG trees, and fitting any registered
+adapter with its declared inputs (so family-wide tests need no list of the family)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import adaptkit as ak
+
+
+def normalize(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def clip_like(n_classes: int = 12, dim: int = 64, per_class: int = 8, n_test: int = 120, spread: float = 0.6,
+              text_noise: float = 0.8, seed: int = 0):
+    """L2-normalised class clusters on the sphere plus noisy text weights.
+
+    Returns (X_train (N, D), y_train, X_test (M, D), y_test, text (C, D)), float32 / int64.
+    """
+    rng = np.random.default_rng(seed)
+    centres = normalize(rng.normal(size=(n_classes, dim)))
+    y_train = np.repeat(np.arange(n_classes), per_class)
+    y_test = rng.integers(0, n_classes, size=n_test)
+
+    def sample(labels):
+        return normalize(centres[labels] + spread * rng.normal(size=(len(labels), dim)) / np.sqrt(dim) * 4)
+
+    text = normalize(centres + text_noise * rng.normal(size=centres.shape) / np.sqrt(dim) * 4)
+    f32 = np.float32
+    return sample(y_train).astype(f32), y_train, sample(y_test).astype(f32), y_test, text.astype(f32)
+
+
+def write_jpegs(root, n_classes: int = 3, per_class: int = 8, size=(24, 32), seed: int = 0,
+                quality: int = 90) -> list[str]:
+    """A class-folder tree of random JPEGs under ``root``; returns the sorted file paths."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for c in range(n_classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            path = folder / f"{i:04d}.jpg"
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(path, quality=quality)
+            paths.append(str(path))
+    return sorted(paths)
+
+
+def image_set(paths, name: str = "files"):
+    """An ImageSet over ``paths`` labelled by their class folder ``class_<c>``."""
+    labels = [int(p.split("class_")[1].split("/")[0]) for p in paths]
+    return ak.datasets.ImageSet(paths, labels, [f"class {c}" for c in range(max(labels) + 1)], name)
+
+
+def family_inputs(cls, X, unlabeled, seed: int = 7) -> dict:
+    """Values for the extra ``fit`` inputs ``cls`` declares: unit features with one row per
+    support image (``rows="support"``), ``unlabeled`` for ``rows="features"``; inputs that are
+    not feature arrays are left out."""
+    rng = np.random.default_rng(seed)
+    n, dim = np.asarray(X).shape[0], np.asarray(X).shape[-1]
+    inputs = {}
+    for name, spec in cls.fit_inputs.items():
+        if spec.rows == "support":
+            inputs[name] = normalize(rng.normal(size=(n, dim))).astype(np.float32)
+        elif spec.rows == "features":
+            inputs[name] = np.asarray(unlabeled)
+    return inputs
+
+
+def fit_member(cls_or_name, X, y, text, unlabeled, **params):
+    """A registered adapter fitted on (X, y, text) with generated declared inputs."""
+    cls = ak.adapters.ADAPTERS[cls_or_name] if isinstance(cls_or_name, str) else cls_or_name
+    return cls(**{"device": "cpu", **params}).fit(X, y, text_weights=text, **family_inputs(cls, X, unlabeled))
