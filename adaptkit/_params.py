@@ -21,7 +21,8 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """The largest finite float32: bounds for weights that multiply float32 logits."""
 
-__all__ = ["DEVICE", "FLOAT32_MAX", "Float", "Int", "InvalidParameterError", "StrOptions", "check_params"]
+__all__ = ["DEVICE", "FLOAT32_MAX", "Float", "Int", "InvalidParameterError", "NON_NEGATIVE_INT", "POSITIVE_INT",
+           "StrOptions", "check_params"]
 
 
 class Int(Interval):
@@ -42,6 +43,10 @@ class Float(Interval):
 
     def is_satisfied_by(self, val):
         return not isinstance(val, (bool, np.bool_)) and super().is_satisfied_by(val)
+
+
+POSITIVE_INT = Int(1, None, closed="left")
+NON_NEGATIVE_INT = Int(0, None, closed="left")
 
 
 class _Device(StrOptions):

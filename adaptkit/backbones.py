@@ -28,13 +28,16 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants, try_to_load_from_cache
+from open_clip.pretrained import download_pretrained_from_hf
 from torchvision import transforms as T
 
 from ._options import PRECISIONS
 from ._params import DEVICE, StrOptions, check_params
 from ._validation import resolve_device
 from .data.decode import load_image
-from .storage import file_sha256
+from .storage import expand_path, file_sha256
+from .text import prompts
 
 logger = logging.getLogger("adaptkit")
 
@@ -65,8 +68,6 @@ def list_backbones(pretrained: bool = False) -> list[str] | dict[str, list[str]]
 def _hub_offline() -> bool:
     """Whether the Hugging Face Hub is unreachable: ``HF_HUB_OFFLINE`` set, or no connection to
     its host within two seconds."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         return True
     try:
@@ -78,8 +79,6 @@ def _hub_offline() -> bool:
 
 def _hub_cached(repo: str, filenames: Sequence[str], cache_dir: str | None) -> str | None:
     """The local path of the first of ``filenames`` of hub ``repo`` found in the cache, if any."""
-    from huggingface_hub import try_to_load_from_cache
-
     for filename in filenames:
         found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
         if isinstance(found, str) and os.path.isfile(found):
@@ -90,8 +89,6 @@ def _hub_cached(repo: str, filenames: Sequence[str], cache_dir: str | None) -> s
 @contextlib.contextmanager
 def _offline_hub() -> Iterator[None]:
     """huggingface_hub in offline mode (cache only, no retries) for the duration."""
-    from huggingface_hub import constants
-
     previous = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
     try:
@@ -209,7 +206,7 @@ class Backbone:
                 raise ValueError(f"name={name!r}: an hf-hub name is 'hf-hub:org/repo'")
             return f"hf-hub:{repo}", "hf-hub", repo
         if name.startswith("local-dir:"):
-            folder = Path(os.path.expanduser(name[len("local-dir:"):].strip())).resolve()
+            folder = expand_path(name[len("local-dir:"):].strip()).resolve()
             if not (folder / "open_clip_config.json").is_file():
                 raise ValueError(f"name={name!r}: {folder} has no open_clip_config.json (a local-dir: folder holds "
                                  "the config and the weights of one checkpoint)")
@@ -239,7 +236,7 @@ class Backbone:
             return None, self._hub_weights(target)
         if pretrained is None:
             return None, f"random-init:seed={self.init_seed}:torch={torch.__version__.split('+')[0]}"
-        path = Path(os.path.expanduser(os.fspath(pretrained)))
+        path = expand_path(pretrained, "pretrained")
         if path.is_file():
             return str(path), f"sha256:{file_sha256(path)}"
         tags = open_clip.list_pretrained_tags_by_model(self.name)
@@ -285,8 +282,6 @@ class Backbone:
                 f"cache and the Hub cannot be reached (no network, or HF_HUB_OFFLINE is set). "
                 f"{_how_to_pass(self.name)}")
         if weights is None:
-            from open_clip.pretrained import download_pretrained_from_hf
-
             try:
                 with open_clip_logging():
                     weights = download_pretrained_from_hf(repo, cache_dir=self.cache_dir)
@@ -434,8 +429,6 @@ class Backbone:
         """Zero-shot weights (C, D): per class, the renormalised mean of the normalised embeddings
         of its prompts. ``templates`` is a list of templates (``"a photo of a {}."``, or
         CLIP_benchmark's ``"a photo of a {c}."``) or a dict {class name: [prompts]} (CuPL style)."""
-        from .text import prompts
-
         per_class = prompts(classnames, templates)
         flat = [p for group in per_class for p in group]
         embeddings = F.normalize(self.encode_texts(flat), dim=-1)

@@ -39,13 +39,14 @@ from pathlib import Path
 try:  # faiss is an extra (its cpu or its gpu build, never both): everything else works without it
     import faiss
     import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take and return torch tensors)
+    from faiss.contrib.ondisk import merge_ondisk
 except ImportError:
     faiss = None
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._params import Int, StrOptions, check_params
+from ._params import POSITIVE_INT, Int, StrOptions, check_params
 from ._validation import check_features
 from .storage import expand_path, read_checked, write_checked
 
@@ -81,11 +82,11 @@ class SupportIndex:
     hnsw_m, ef_search : HNSW links per node and search breadth.
     """
 
-    _parameter_constraints = {"dim": [Int(1, None, closed="left")], "kind": [StrOptions(set(KINDS))],
-                              "device": [StrOptions({"auto", "cpu", "cuda"})], "nlist": [Int(1, None, closed="left"), None],
-                              "nprobe": [Int(1, None, closed="left")], "pq_m": [Int(1, None, closed="left"), None],
-                              "pq_bits": [Int(1, 16)], "refine": [Int(1, None, closed="left"), None],
-                              "hnsw_m": [Int(2, None, closed="left")], "ef_search": [Int(1, None, closed="left")]}
+    _parameter_constraints = {"dim": [POSITIVE_INT], "kind": [StrOptions(set(KINDS))],
+                              "device": [StrOptions({"auto", "cpu", "cuda"})], "nlist": [POSITIVE_INT, None],
+                              "nprobe": [POSITIVE_INT], "pq_m": [POSITIVE_INT, None],
+                              "pq_bits": [Int(1, 16)], "refine": [POSITIVE_INT, None],
+                              "hnsw_m": [Int(2, None, closed="left")], "ef_search": [POSITIVE_INT]}
 
     def __init__(self, dim: int, kind: str = "flat", *, device: str = "auto", nlist: int | None = None,
                  nprobe: int = 16, pq_m: int | None = None, pq_bits: int = 8, refine: int | None = None,
@@ -192,8 +193,7 @@ class SupportIndex:
         """
         if self._index is None:
             raise ValueError("the index is empty: add features before searching")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self):
-            raise ValueError(f"k must be an integer in [1, {len(self)}] (the number of keys); got {k!r}")
+        check_params("SupportIndex.search", {"k": [Int(1, len(self))]}, {"k": k})
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
         Q = self._prepare(queries, "queries")
         similarities, positions = self._index.search(Q, int(k))
@@ -221,12 +221,9 @@ class SupportIndex:
 
         ``train_size`` rows, drawn evenly across the shards with ``seed``, train the coarse
         quantiser (and the product quantiser); ``options`` are the constructor's."""
-        from faiss.contrib.ondisk import merge_ondisk
-
         if kind not in ("ivf_flat", "ivf_pq"):
             raise ValueError(f"kind must be 'ivf_flat' or 'ivf_pq' for an on-disk index; got {kind!r}")
-        if isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1:
-            raise ValueError(f"train_size must be a positive integer; got {train_size!r}")
+        check_params("SupportIndex.from_entry", {"train_size": [POSITIVE_INT]}, {"train_size": train_size})
         shape = entry.shape
         if len(shape) != 2:
             raise ValueError(f"the entry holds features of shape {shape}; an index needs one view per image (N, D)")

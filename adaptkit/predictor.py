@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from ._params import POSITIVE_INT, Int, check_params
 from .adapters.base import Adapter
 from .backbones import Backbone
 from .data.decode import display_path, load_image
@@ -60,8 +61,7 @@ class Predictor:
             raise TypeError(f"backbone must be an adaptkit.Backbone; got {type(backbone).__name__}")
         if not isinstance(adapter, Adapter):
             raise TypeError(f"adapter must be an adaptkit adapter; got {type(adapter).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        check_params("Predictor", {"batch_size": [POSITIVE_INT]}, {"batch_size": batch_size})
         check_is_fitted(adapter)
         identity = getattr(adapter, "backbone_identity_", None)
         if identity is None and not allow_unchecked_backbone:
@@ -89,8 +89,7 @@ class Predictor:
         return [self.classnames[i] for i in self.predict_proba(images).argmax(axis=1)]
 
     def _check_k(self, k) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= len(self.classnames):
-            raise ValueError(f"k must be an integer in [1, {len(self.classnames)}] (the number of classes); got {k!r}")
+        check_params("Predictor", {"k": [Int(1, len(self.classnames))]}, {"k": k})
         return int(k)
 
     def _ranked(self, proba: np.ndarray, k: int) -> list[list[tuple[str, float]]]:

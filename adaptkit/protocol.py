@@ -28,6 +28,7 @@ from .data.base import Dataset
 from .diagnostics import diagnose, diagnostics_markdown
 from .features import extract
 from .leaderboard import leaderboard
+from .plots import save_figures
 from .progress import progress_bar
 from .results import (
     RESULTS_FORMAT_VERSION,
@@ -159,8 +160,6 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
     value that matches nothing in the recipe is an error. A filtered run computes and returns its
     subset but never overwrites the full run's tables and figures.
     """
-    from .plots import save_figures
-
     only = {k: set(v) for k, v in (only or {}).items()}
     _check_only(recipe, only)
     datasets = load_datasets(recipe)

@@ -45,7 +45,11 @@ from pathlib import Path
 from typing import Any
 
 from ._params import DEVICE, check_params
-from .storage import json_sha256
+from .adapters import ADAPTERS
+from .data import available, load
+from .storage import expand_path, json_sha256, read_text
+from .text import load_classnames, load_prompts, prompts
+from .tuning import grid_axes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,15 +76,12 @@ class DatasetSpec:
 
     def identity(self) -> dict[str, Any]:
         """What makes two specs the same dataset: name, root, files and options."""
-        root = None if self.root is None else os.path.abspath(os.path.expanduser(self.root))
+        root = None if self.root is None else os.path.abspath(expand_path(self.root))
         return {"name": self.name, "root": root, "classnames": self.classnames, "templates": self.templates,
                 "options": self.options}
 
     def load(self):
         """The :class:`adaptkit.data.Dataset`, with the spec's class names and templates applied."""
-        from .data import load
-        from .text import load_classnames, load_prompts
-
         options = {("seed" if k == "split_seed" else k): v for k, v in self.options.items()}
         if self.name == "imagefolder":
             if self.classnames is not None:
@@ -93,19 +94,11 @@ class DatasetSpec:
                 if len(names) != len(dataset.classnames):
                     raise ValueError(f"{self.classnames}: {len(names)} class names for the {len(dataset.classnames)} "
                                      f"classes of {self.name}")
-                dataset = _replace_classnames(dataset, names)
+                dataset = dataset.with_classnames(names)
         if self.templates is not None:
             dataset.templates = load_prompts(self.templates) if isinstance(self.templates, str) else self.templates
         dataset.name = self.label
         return dataset
-
-
-def _replace_classnames(dataset, names: list[str]):
-    from .data.base import ImageSet
-
-    dataset.classnames = names
-    dataset.splits = {s: ImageSet(i.source, i.labels, names, i.name) for s, i in dataset.splits.items()}
-    return dataset
 
 
 @dataclass
@@ -176,7 +169,7 @@ def _positive_int(source: str, path: str, value: Any) -> int:
 def _file(source: str, path: str, value: Any, base: Path) -> str:
     if not isinstance(value, str) or not value:
         raise _fail(source, path, f"expected a file path, got {value!r}")
-    resolved = Path(os.path.expanduser(value))
+    resolved = expand_path(value)
     resolved = resolved if resolved.is_absolute() else base / resolved
     if not resolved.is_file():
         raise _fail(source, path, f"no such file: {resolved}")
@@ -202,9 +195,6 @@ def _import_modules(source: str, value: Any, base: Path) -> list[str]:
 
 
 def _dataset(source: str, index: int, table: Any, base: Path) -> DatasetSpec:
-    from .data import available
-    from .text import load_classnames, load_prompts, prompts
-
     where = f"datasets[{index}]"
     _check_keys(source, where, table, DATASET_KEYS)
     name = table.get("name")
@@ -262,7 +252,7 @@ def _label_datasets(source: str, specs: list[DatasetSpec]) -> None:
     derived = [s for s in specs if not s.label]
     for depth in (1, 2, None):
         for spec in derived:
-            parts = Path(os.path.abspath(os.path.expanduser(spec.root or spec.name))).parts
+            parts = expand_path(spec.root or spec.name).absolute().parts
             spec.label = spec.name if names.count(spec.name) == 1 else \
                 f"{spec.name}:{'/'.join(parts[-depth:])}" if depth else f"{spec.name}#{specs.index(spec)}"
         labels = [s.label for s in specs]
@@ -277,9 +267,6 @@ def _label_datasets(source: str, specs: list[DatasetSpec]) -> None:
 def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.PathLike | None = None) -> Recipe:
     """Validate a recipe given as a dict (what the TOML file holds); files it names are resolved
     against ``base`` (the recipe's folder)."""
-    from .adapters import ADAPTERS
-    from .tuning import grid_axes
-
     base = Path(base) if base is not None else Path.cwd()
     _check_keys(source, "", data, TOP_KEYS)
     for required in ("datasets", "backbones", "adapters"):
@@ -347,15 +334,13 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
     """Read and validate a recipe TOML file (UTF-8)."""
-    path = Path(os.path.expanduser(os.fspath(path)))
+    path = expand_path(path, "recipe")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise RecipeError(f"recipe file not found: {path}") from err
-    except IsADirectoryError as err:
-        raise RecipeError(f"{path} is a folder; give the recipe's .toml file") from err
-    except UnicodeDecodeError as err:
-        raise RecipeError(f"{path}: not UTF-8 text ({err})") from err
+        text = read_text(path, "recipe file")
+    except (FileNotFoundError, ValueError) as err:
+        raise RecipeError(str(err)) from err
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise RecipeError(f"{path}: not valid TOML ({err})") from err
     return parse_recipe(data, str(path), base=path.parent)

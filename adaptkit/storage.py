@@ -43,6 +43,20 @@ def _umask() -> int:
     return mask
 
 
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of the file at ``path``; the errors name ``what`` it is and the file:
+    ``FileNotFoundError`` when absent, ``ValueError`` for a folder or text that is not UTF-8."""
+    path = expand_path(path, what)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a {what}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: {what} is not UTF-8 text ({err})") from None
+
+
 def expand_path(path: str | os.PathLike, name: str = "path") -> Path:
     """``path`` as a :class:`Path` with ``~`` expanded; a ``TypeError`` naming ``name`` otherwise."""
     if not isinstance(path, (str, os.PathLike)):

@@ -17,7 +17,7 @@ import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .storage import expand_path, json_sha256
+from .storage import json_sha256, read_text
 
 IMAGENET_TEMPLATES = (
     "itap of a {}.",
@@ -87,20 +87,10 @@ def prompts_sha256(classnames: Sequence[str], templates: Prompts) -> str:
     return json_sha256(prompts(classnames, templates))
 
 
-def _read_text(path: str | os.PathLike, what: str) -> str:
-    path = expand_path(path)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} file not found: {path}") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: {what} file is not UTF-8 text ({err})") from None
-
-
 def load_prompts(path: str | os.PathLike) -> list[str] | dict[str, list[str]]:
     """Templates or per-class prompts from a file: JSON (a list of templates, or a dict {class
     name: [prompts]} as CuPL publishes them), else one template per line."""
-    text = _read_text(path, "templates")
+    text = read_text(path, "templates file")
     if Path(path).suffix.lower() == ".json":
         try:
             value = json.loads(text)
@@ -117,7 +107,7 @@ def load_prompts(path: str | os.PathLike) -> list[str] | dict[str, list[str]]:
 
 def load_classnames(path: str | os.PathLike) -> list[str]:
     """Class names from a text file, one per line (blank lines ignored)."""
-    names = [line.strip() for line in _read_text(path, "class-name").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, "class-name file").splitlines() if line.strip()]
     if not names:
         raise ValueError(f"{path}: no class names (one per line)")
     if len(set(names)) != len(names):

@@ -79,7 +79,7 @@ def test_recipe_file_errors(tmp_path):
     with pytest.raises(RecipeError, match="not valid TOML"):
         load_recipe(tmp_path / "bad.toml")
     (tmp_path / "latin.toml").write_bytes("output = 'caf\xe9'".encode("latin-1"))
-    with pytest.raises(RecipeError, match=r"latin.toml: not UTF-8 text"):
+    with pytest.raises(RecipeError, match=r"latin.toml: recipe file is not UTF-8 text"):
         load_recipe(tmp_path / "latin.toml")
 
 

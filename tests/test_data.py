@@ -28,7 +28,7 @@ def test_few_shot_with_too_few_images_names_the_classes():
     images = ImageSet(np.zeros((5, 4, 4, 3), dtype=np.uint8), [0, 0, 0, 1, 2], ["cat", "dog", "eel"], "toy")
     with pytest.raises(ValueError, match=r"shots=2 but 2 class\(es\) of toy have fewer images: 'dog' \(1\), 'eel'"):
         images.few_shot(2, seed=0)
-    with pytest.raises(ValueError, match="shots must be a positive integer"):
+    with pytest.raises(ValueError, match="The 'shots' parameter of few_shot must be an int in the range \\[1, inf\\)"):
         images.few_shot(0, seed=0)
 
 
@@ -135,3 +135,16 @@ def test_image_folder_with_and_without_split_folders(tmp_path):
     assert len(split.split("test")) == 2 and len(split.split("val")) == 4 and len(split.split("train")) == 16
     with pytest.raises(ValueError, match="no class sub-folders"):
         ak.datasets.load("imagefolder", root=tmp_path / "split" / "train" / "tabby")
+
+
+def test_with_classnames_renames_every_split_and_leaves_the_dataset_as_it_was():
+    digits = ak.datasets.load("digits")
+    names = [f"digit {i}" for i in range(10)]
+    renamed = digits.with_classnames(names)
+    assert renamed.classnames == names and renamed.split("test").classnames == names
+    assert np.array_equal(renamed.split("test").labels, digits.split("test").labels)
+    assert digits.classnames[0] == "zero" and digits.split("train").classnames[0] == "zero"
+    with pytest.raises(ValueError, match="classnames has 2 names for the 10 classes of digits"):
+        digits.with_classnames(["a", "b"])
+    with pytest.raises(TypeError, match="classnames must be a list of strings"):
+        digits.with_classnames("abc")

@@ -235,7 +235,7 @@ def test_predictor_warns_without_a_backbone_checks_k_and_classifies_each_file(ti
         ak.Predictor(tiny, adapter, allow_unchecked_backbone=True)
     files = _images(tmp_path / "imgs", n=3)
     for k in (0, 11, True, 2.0):
-        with pytest.raises(ValueError, match=r"k must be an integer in \[1, 10\]"):
+        with pytest.raises(ValueError, match=r"The 'k' parameter of Predictor must be an int in the range \[1, 10\]"):
             predictor.top_k(files, k=k)
     Path(files[1]).write_bytes(b"broken")
     results = predictor.classify(files + [str(tmp_path / "missing.png")], k=2)

@@ -130,7 +130,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="the index is empty"):
         index.search(np.ones((1, 8), np.float32), 1)
     index.add(np.eye(8, dtype=np.float32))
-    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 8\]"):
+    with pytest.raises(ValueError, match=r"The 'k' parameter of SupportIndex.search must be an int in the range \[1, 8\]"):
         index.search(np.ones((1, 8), np.float32), 9)
     with pytest.raises(ValueError, match="queries has 4 features, but this SupportIndex is expecting 8"):
         index.search(np.ones((1, 4), np.float32), 1)

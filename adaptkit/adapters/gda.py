@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 
-from .._params import FLOAT32_MAX, Float
+from .._params import FLOAT32_MAX, NON_NEGATIVE_INT, POSITIVE_INT, Float, Int, check_params
 from .._validation import check_features, check_text_weights
 from .base import Adapter
 
@@ -109,11 +109,8 @@ def synthesize_new_classes(gda: GDA, X_base, new_text_weights, *, k: int = 64, t
     X = check_features(X_base, "X_base", ndims=(2, 3), n_features=gda.n_features_in_, device=gda.device_)
     X = X.flatten(0, -2)
     T = F.normalize(check_text_weights(new_text_weights, gda.n_features_in_, gda.device_), dim=-1)
-    for name, value, low in (("k", k, 2), ("text_repeat", text_repeat, 0), ("chunk", chunk, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer ≥ {low}; got {value!r}")
-    if k > X.shape[0]:
-        raise ValueError(f"k must lie in [2, {X.shape[0]}] (the number of base features); got {k}")
+    check_params("synthesize_new_classes", {"k": [Int(2, X.shape[0])], "text_repeat": [NON_NEGATIVE_INT],
+                                            "chunk": [POSITIVE_INT]}, {"k": k, "text_repeat": text_repeat, "chunk": chunk})
     nearest = torch.topk(T @ X.T, k, dim=1).indices
     neighbours = X[nearest]
     means = (neighbours.sum(dim=1) + text_repeat * T) / (k + text_repeat)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import enum
 import functools
 import importlib
+import inspect
 import logging
 import os
 import re
 import sys
+import warnings
 
 import typer
 
@@ -45,7 +47,7 @@ def _choices(name: str, values) -> type[enum.Enum]:
 
 
 def _dataset_names():
-    from ..data import NAMES
+    from ..data import NAMES  # the names only; deferred with the rest of the library (start-up time)
 
     return NAMES
 
@@ -72,7 +74,7 @@ def _in_cli_terms(message: str) -> str:
 
 
 def _next_step(err: Exception) -> str:
-    from ..data.base import DatasetFilesMissing
+    from ..data.base import DatasetFilesMissing  # deferred (start-up time)
 
     if isinstance(err, DatasetFilesMissing):
         return f"\nnext: adaptkit data prepare {err.dataset} --root {err.root}"
@@ -81,7 +83,7 @@ def _next_step(err: Exception) -> str:
 
 def _setup(quiet: bool, debug: bool) -> None:
     """Log adaptkit's messages to stderr (never through a root handler); apply --quiet."""
-    from ..progress import set_quiet
+    from ..progress import set_quiet  # deferred (start-up time)
 
     set_quiet(quiet)
     log = logging.getLogger("adaptkit")
@@ -93,8 +95,6 @@ def _setup(quiet: bool, debug: bool) -> None:
     log.propagate = False
     log.setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING)
     if quiet:
-        import warnings
-
         warnings.simplefilter("ignore")
     os.environ["ADAPTKIT_DEBUG"] = "1" if debug else os.environ.get("ADAPTKIT_DEBUG", "")
 
@@ -120,8 +120,6 @@ def command(function):
 
 
 def _with_common_options(function):
-    import inspect
-
     signature = inspect.signature(function)
     extra = [inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=QUIET, annotation=bool),
              inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=DEBUG, annotation=bool)]

@@ -1,5 +1,8 @@
 """``adaptkit compose eval``: CLIP and ComCLIP on a compositional benchmark CSV."""
 
+# The library is imported inside each command, so that `adaptkit --help` and the other commands
+# start without it (start-up time).
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,8 @@
 """``adaptkit data prepare`` and ``adaptkit data check``: dataset folders in CoOp's layout."""
 
+# The library is imported inside each command, so that `adaptkit --help` and the other commands
+# start without it (start-up time).
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,8 @@
 """``adaptkit extract``: encode a dataset split into the feature cache."""
 
+# The library is imported inside each command, so that `adaptkit --help` and the other commands
+# start without it (start-up time).
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,6 +39,7 @@ def extract(
     from ..data import load
     from ..features import default_cache_dir, save_features
     from ..features import extract as run_extract
+    from ..features.store import FeatureStore
 
     data = load(dataset.value, root=root)
     images = data.few_shot(shots, seed, split=split) if shots else data.split(split)
@@ -43,10 +47,9 @@ def extract(
     features = run_extract(model, images, views=views, seed=seed, batch_size=batch_size, cache_dir=cache_dir,
                            num_workers=workers_value(workers), engine=engine.value, address=address, decode=decode.value,
                            on_error=on_error.value)
-    store = Path(cache_dir or default_cache_dir())
-    key = features.metadata["key"]
+    store = FeatureStore(cache_dir or default_cache_dir())
     typer.echo(f"{features.metadata['name']}: features {tuple(features.features.shape)} stored in "
-               f"{store / 'entries' / key[:2] / f'{key}.json'}")
+               f"{store.entry_path(features.metadata['key'])}")
     skipped = features.metadata.get("skipped", [])
     if skipped:
         typer.echo(f"{len(skipped)} image(s) skipped, e.g. {skipped[0]['image']}: {skipped[0]['reason']}", err=True)

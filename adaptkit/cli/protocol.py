@@ -1,5 +1,8 @@
 """``adaptkit demo`` and ``adaptkit compare``: the few-shot protocol."""
 
+# The library is imported inside each command, so that `adaptkit --help` and the other commands
+# start without it (start-up time).
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,8 @@
 """``adaptkit tta``: a test-time method on a streamed split."""
 
+# The library is imported inside each command, so that `adaptkit --help` and the other commands
+# start without it (start-up time).
+
 from __future__ import annotations
 
 from pathlib import Path

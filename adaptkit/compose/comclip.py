@@ -138,7 +138,7 @@ class ComCLIP:
 
 def plot_evidence(image, evidence: Evidence):
     """A matplotlib figure of the image with the subject, predicate and object boxes drawn."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: plotting is optional and pyplot is slow to import
     from matplotlib.patches import Rectangle
 
     image = load_image(image)

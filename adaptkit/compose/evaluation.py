@@ -13,12 +13,13 @@ Every row counts: a row whose image cannot be read is a failure, scored as wrong
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..storage import expand_path
+from ..storage import expand_path, read_text
 
 
 def winoground_scores(scores: np.ndarray) -> dict[str, float]:
@@ -52,13 +53,7 @@ def read_benchmark(path: str | os.PathLike) -> tuple[str, list[dict]]:
     """(format, rows) of a benchmark CSV, checked: UTF-8, a known header, at least one row, no empty
     cell. Cheap, so callers check it before building a backbone."""
     path = expand_path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"benchmark CSV not found: {path}") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from None
+    rows = list(csv.DictReader(io.StringIO(read_text(path, "benchmark CSV"), newline="")))
     if not rows:
         raise ValueError(f"{path} has a header but no rows")
     header = set(rows[0])

@@ -50,22 +50,18 @@ from .lexicon import (
     CLOSED,
     CONNECTIVES,
     DETERMINERS,
-    FRAMES,
     GERUND_COMPOUNDS,
     ING_NOUNS,
     MAIN_WHEN_FOLLOWED,
-    PARTS,
     PLURAL_DETERMINERS,
     POSSESSIVES,
     POSTNOMINAL,
-    PREPOSITIONS,
     PRONOUNS,
-    QUANTITY,
     RELATIVES,
     SPATIAL,
-    VERBAL_AUXILIARIES,
 )
-from .words import adjective, adjective_only, determiner, is_noun, noun_lemma, participle, plural, tokens, verb_lemma, word_form
+from .phrases import match_preposition, noun_phrase, object_after, strip_frame, through_determiner_of, through_of
+from .words import adjective, adjective_only, determiner, is_noun, participle, plural, tokens, verb_lemma, word_form
 
 
 @dataclass(frozen=True)
@@ -83,132 +79,11 @@ class Triplet:
         return (self.subject_phrase or self.subject, self.predicate, self.object_phrase or self.object)
 
 
-def _match_preposition(words: list[str], i: int) -> str | None:
-    for prep in PREPOSITIONS:
-        parts = prep.split()
-        if words[i:i + len(parts)] == parts:
-            return prep
-    return None
-
-
-def _strip_frame(words: list[str]) -> list[str]:
-    """Drop "a picture of", "aerial view of", "there is", "this is" at the start."""
-    if words[:2] in (["there", "is"], ["there", "are"], ["this", "is"], ["here", "is"], ["there", "was"],
-                     ["there", "were"]):
-        words = words[2:]
-    for i, word in enumerate(words[:6]):
-        if word in FRAMES:
-            rest = words[i + 1:]
-            if rest[:1] == ["up"]:
-                rest = rest[1:]
-            if rest[:1] == ["of"]:
-                return rest[1:]
-            break
-        if word not in DETERMINERS and not adjective(word) and word not in ("aerial", "sky", "and", "inside"):
-            break
-    return words
-
-
-def _through_of(words: list[str]) -> list[str]:
-    """A noun phrase whose head is a quantity or part noun followed by "of" hands over to the rest."""
-    while True:
-        content = [i for i, w in enumerate(words) if w not in DETERMINERS]
-        if not content:
-            return words
-        of = next((i for i in content if words[i] == "of"), None)
-        if of is None or of == 0:
-            return words
-        heads = [w for w in words[:of] if w not in DETERMINERS and not adjective_only(w)]
-        if heads and heads[-1] in QUANTITY | PARTS:
-            words = words[of + 1:]
-            continue
-        return words
-
-
-def _through_determiner_of(words: list[str]) -> list[str]:
-    """ "all of these men", "one of the dogs": the noun after "of" heads the phrase."""
-    if "of" in words[:3]:
-        at = words.index("of")
-        if at and all(w in DETERMINERS or w in POSSESSIVES for w in words[:at]):
-            return words[at + 1:]
-    return words
-
-
-def _noun_phrase(words: list[str]) -> tuple[str, str] | None:
-    """(head lemma, phrase) of a noun phrase: quantity/part nouns resolved, cut at a relative
-    pronoun, a preposition or a clause boundary; the first conjunct's head."""
-    words = _through_of(_through_determiner_of([w for w in words if w != ","]))
-    cut = len(words)
-    for i, word in enumerate(words):
-        if word in RELATIVES and i > 0:
-            cut = i
-            break
-        if word == "and" and i > 0:
-            if adjective(words[i - 1]) and i + 1 < len(words) and adjective(words[i + 1]) and \
-                    i + 2 < len(words) and words[i + 2] not in CLOSED:
-                continue
-            cut = i
-            break
-        if i > 0 and (_match_preposition(words, i) or word == "of"):
-            cut = i
-            break
-    phrase = [w for i, w in enumerate(words[:cut]) if not determiner(words, i) and w not in VERBAL_AUXILIARIES
-              and w not in PRONOUNS and w != "and"]
-    while phrase and (phrase[-1] in ADVERBS or (adjective_only(phrase[-1]) or phrase[-1] in POSTNOMINAL)
-                      and len(phrase) > 1 and any(is_noun(w) for w in phrase[:-1])):
-        phrase.pop()
-    if not phrase:
-        return None
-    head = noun_lemma(phrase[-1])
-    return head, " ".join(phrase[:-1] + [head])
-
-
-def _object_after(words: list[str]) -> tuple[str, str] | None:
-    """The first noun phrase after a verb or preposition, past particles, adverbs and prepositions."""
-    i = 0
-    while i < len(words):
-        word = words[i]
-        prep = _match_preposition(words, i)
-        if prep:
-            i += len(prep.split())
-            continue
-        if word in ADVERBS or word == "," or (word.endswith("ly") and adjective_only(word)) or word in BE:
-            i += 1
-            continue
-        if word in PRONOUNS and not determiner(words, i):
-            return None
-        lemma = verb_lemma(word)
-        if lemma and word != lemma and not is_noun(word) and word_form(word, lemma) in ("past", "ing") \
-                and i + 1 < len(words) and (_match_preposition(words, i + 1) or words[i + 1] in ADVERBS):
-            i += 1
-            continue
-        break
-    rest = words[i:]
-    end = len(rest)
-    for j, word in enumerate(rest):
-        if not j:
-            continue
-        lemma = verb_lemma(word)
-        after_noun = is_noun(rest[j - 1]) and not determiner(rest, j - 1)
-        clause_verb = lemma and not is_noun(word) and after_noun and word_form(word, lemma) in ("ing", "past") and \
-            (j + 1 == len(rest) or rest[j + 1] in DETERMINERS or _match_preposition(rest, j + 1) is not None
-             or rest[j + 1] in ADVERBS)
-        if word in RELATIVES or word in BE | {"has", "have", "had"} or (word == "," and is_noun(rest[j - 1])
-                                                        and not adjective(rest[j - 1])) or \
-                (word == "and" and not (adjective(rest[j - 1]) and j + 1 < len(rest) and adjective(rest[j + 1]))) \
-                or _match_preposition(rest, j) and word != "of" or clause_verb or \
-                (word.endswith("ing") and lemma and after_noun and not (j + 1 < len(rest) and
-                                                                        rest[j + 1] in GERUND_COMPOUNDS)):
-            end = j
-            break
-    return _noun_phrase(rest[:end]) if rest[:end] else None
-
-
 def _subject_number_plural(words: list[str]) -> bool:
     """Whether the subject before a verb is plural: coordinated nouns, a plural determiner or a
     plural head, judged on the phrase before any preposition or relative pronoun."""
-    content = [w for w in _through_of(_through_determiner_of(words)) if w not in AUXILIARIES]
-    cut = next((i for i, w in enumerate(content) if i and (_match_preposition(content, i) or w in RELATIVES
+    content = [w for w in through_of(through_determiner_of(words)) if w not in AUXILIARIES]
+    cut = next((i for i, w in enumerate(content) if i and (match_preposition(content, i) or w in RELATIVES
                                                           or w in ("of",) or w in POSTNOMINAL)), len(content))
     content = content[:cut]
     for i, word in enumerate(content):
@@ -230,7 +105,7 @@ def _takes(words: list[str], i: int, nouns: bool = False) -> bool:
     if word.endswith("ing") and verb_lemma(word):
         return False
     return word in DETERMINERS or word in POSSESSIVES or word in PRONOUNS or word in ADVERBS or \
-        _match_preposition(words, i) is not None or adjective_only(word) or \
+        match_preposition(words, i) is not None or adjective_only(word) or \
         (nouns and is_noun(word) and (i + 1 == len(words) or words[i + 1] not in ("and", ",")
                                        and not words[i + 1].endswith("ing")))
 
@@ -257,7 +132,7 @@ def _find_verb(words: list[str], inherited: bool) -> tuple[int, str] | None:
     for i in range(first, len(words)):
         word = words[i]
         if word in DETERMINERS or word in PRONOUNS or word in RELATIVES or word == "," or \
-                word in ("of", "and") or _match_preposition(words, i):
+                word in ("of", "and") or match_preposition(words, i):
             continue
         lemma = verb_lemma(word)
         if word in MAIN_WHEN_FOLLOWED and i + 1 < len(words) and \
@@ -286,17 +161,17 @@ def _find_verb(words: list[str], inherited: bool) -> tuple[int, str] | None:
                 verb_lemma(words[i + 2]) and word_form(words[i + 2], verb_lemma(words[i + 2])) in ("ing", "past"):
             continue
         if form == "ing":
-            if word == "looking" and (following is None or not _match_preposition(words, i + 1)):
+            if word == "looking" and (following is None or not match_preposition(words, i + 1)):
                 continue
             if following in GERUND_COMPOUNDS or (word in ING_NOUNS and not after_aux and not _takes_object(words, i + 1)):
                 continue
             modifier = adjective(previous) and following is not None and following not in CLOSED and \
-                is_noun(following) and not _match_preposition(words, i + 1)
+                is_noun(following) and not match_preposition(words, i + 1)
             if after_aux or after_object or (after_noun and not modifier):
                 return i, lemma
         elif form == "past":
             opens = following is None or following in DETERMINERS or following in ADVERBS or \
-                _match_preposition(words, i + 1) is not None or following in ("with", "by")
+                match_preposition(words, i + 1) is not None or following in ("with", "by")
             if after_aux or (after_noun and opens):
                 return i, lemma
         elif form == "s":
@@ -318,10 +193,10 @@ def _find_verb(words: list[str], inherited: bool) -> tuple[int, str] | None:
 
 def _preposition_relation(words: list[str], previous: tuple[str, str] | None) -> Triplet | None:
     for i in range(1, len(words)):
-        prep = _match_preposition(words, i)
+        prep = match_preposition(words, i)
         if prep and prep in SPATIAL:
-            subject = _noun_phrase(words[:i]) or previous
-            obj = _object_after(words[i:])
+            subject = noun_phrase(words[:i]) or previous
+            obj = object_after(words[i:])
             if subject and obj:
                 return Triplet(subject[0], prep, obj[0], subject[1], obj[1])
             return None
@@ -329,7 +204,7 @@ def _preposition_relation(words: list[str], previous: tuple[str, str] | None) ->
 
 
 def _parse_clause(words: list[str], previous: tuple[str, str] | None) -> Triplet | None:
-    words = _strip_frame(words)
+    words = strip_frame(words)
     if not words:
         return None
     found = _find_verb(words, previous is not None)
@@ -337,17 +212,17 @@ def _parse_clause(words: list[str], previous: tuple[str, str] | None) -> Triplet
         return _preposition_relation(words, previous)
     at, lemma = found
     before, after = words[:at], words[at + 1:]
-    subject = _noun_phrase(before) or previous
+    subject = noun_phrase(before) or previous
     if subject is None:
         return None
     content = [w for w in before if w not in ADVERBS]
     passive = bool(content) and content[-1] in BE | {"been", "being"} and "by" in after and \
         participle(words[at], lemma)
     if passive:
-        agent = _object_after(after[after.index("by") + 1:])
+        agent = object_after(after[after.index("by") + 1:])
         if agent:
             return Triplet(agent[0], lemma, subject[0], agent[1], subject[1])
-    obj = _object_after(after)
+    obj = object_after(after)
     if obj:
         return Triplet(subject[0], lemma, obj[0], subject[1], obj[1])
     return _preposition_relation(words, previous)
@@ -403,7 +278,7 @@ class SpacyParser:
     """spaCy dependency parse: nsubj / verb lemma / dobj or pobj (passives via agent)."""
 
     def __init__(self, model: str = "en_core_web_sm"):
-        import spacy
+        import spacy  # an optional dependency: the rule parser needs none
 
         self.nlp = spacy.load(model)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._params import NON_NEGATIVE_INT, POSITIVE_INT, check_params
 from .sources import WEBDATASET_IMAGE_KEYS, ArraySource, ImageSource, ParquetSource, PathSource, WebDatasetSource
 
 
@@ -132,10 +134,7 @@ class ImageSet:
     def few_shot(self, shots: int, seed: int, name: str | None = None) -> ImageSet:
         """Exactly ``shots`` images per class, drawn without replacement; the same seed gives the
         same images. Raises ``ValueError`` naming the classes that have fewer images."""
-        if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
-            raise ValueError(f"shots must be a positive integer; got {shots!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+        check_params("few_shot", {"shots": [POSITIVE_INT], "seed": [NON_NEGATIVE_INT]}, {"shots": shots, "seed": seed})
         counts = np.bincount(self.labels, minlength=len(self.classnames))
         short = np.flatnonzero(counts < shots)
         if short.size:
@@ -197,3 +196,13 @@ class Dataset:
         :meth:`ImageSet.few_shot`). The protocol's validation set is
         ``few_shot(min(shots, 4), seed, split="val")``."""
         return self.split(split).few_shot(shots, seed)
+
+    def with_classnames(self, classnames: Sequence[str]) -> Dataset:
+        """The same dataset (images, labels, prompts) under other class names, one per class."""
+        names = list(classnames)
+        if isinstance(classnames, str) or not all(isinstance(c, str) for c in names):
+            raise TypeError("classnames must be a list of strings")
+        if len(names) != len(self.classnames):
+            raise ValueError(f"classnames has {len(names)} names for the {len(self.classnames)} classes of {self.name}")
+        splits = {s: ImageSet(i.source, i.labels, names, i.name) for s, i in self.splits.items()}
+        return dataclasses.replace(self, classnames=names, splits=splits)

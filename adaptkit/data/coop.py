@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage import expand_path
 from ..text import DATASET_TEMPLATES
 from .base import Dataset, DatasetFilesMissing, ImageSet
 from .sources import IMAGE_EXTENSIONS
@@ -127,7 +128,7 @@ def load_coop(name: str, root: str | os.PathLike) -> Dataset:
     """One of :data:`COOP_DATASETS` from ``root`` (the folder holding e.g. ``oxford_pets/``)."""
     if name not in LAYOUTS:
         raise ValueError(f"name must be one of {COOP_DATASETS}; got {name!r}")
-    root = Path(os.path.expanduser(str(root)))
+    root = expand_path(root, "root")
     base = root / LAYOUTS[name].folder
     if not base.is_dir():
         raise _missing(base, "dataset folder", name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from ..storage import expand_path
+from ..storage import expand_path, read_text
 from ..text import DEFAULT_TEMPLATES, Prompts
 from .base import Dataset, ImageSet
 from .decode import display_path
@@ -56,13 +56,7 @@ def _read_classnames(classnames, folders: list[str]) -> list[str]:
     if classnames is None:
         return [f.replace("_", " ") for f in folders]
     if isinstance(classnames, (str, os.PathLike)):
-        path = expand_path(classnames, "classnames")
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except FileNotFoundError:
-            raise FileNotFoundError(f"class-name file not found: {path}") from None
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: class-name file is not UTF-8 text ({err})") from None
+        lines = [line.strip() for line in read_text(classnames, "class-name file").splitlines() if line.strip()]
         pairs = [line.split(maxsplit=1) for line in lines]
         if pairs and all(len(p) == 2 for p in pairs) and set(folders) <= {p[0] for p in pairs}:
             classnames = {folder: name for folder, name in pairs}

@@ -9,8 +9,8 @@ repository's DATASETS.md and are fetched by hand, as are the datasets torchvisio
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+from ..storage import expand_path
 from .coop import LAYOUTS, load_coop
 from .imagenet_variants import VARIANTS, load_imagenet_variant
 
@@ -63,7 +63,7 @@ def prepare(name: str, root: str | os.PathLike) -> list[str]:
     download fails (e.g. no network)."""
     if name not in PREPARABLE:
         raise ValueError(f"name must be one of {PREPARABLE}; got {name!r}")
-    root = Path(os.path.expanduser(str(root)))
+    root = expand_path(root, "root")
     if name in VARIANTS:
         variant = VARIANTS[name]
         steps = [f"Download {variant.source} and unpack it to {root / variant.folder / variant.images}/."]
@@ -76,7 +76,7 @@ def prepare(name: str, root: str | os.PathLike) -> list[str]:
     if name in BY_HAND:
         todo.append(BY_HAND[name])
     else:
-        import torchvision.datasets as tv
+        import torchvision.datasets as tv  # deferred: only downloads need it, and it is slow to import
 
         class_name, options, downloaded = TORCHVISION_SOURCES[name]
         staging = root / "_downloads"

@@ -173,7 +173,7 @@ class WebDatasetSource(ImageSource):
 
         A sample is the group of members sharing a key; the first member whose extension is in
         ``image_keys`` is its image. Samples without an image are left out."""
-        from braceexpand import braceexpand
+        from braceexpand import braceexpand  # an optional dependency (the pools extra)
 
         patterns = [urls] if isinstance(urls, (str, os.PathLike)) else list(urls)
         shards = [path for pattern in patterns for path in braceexpand(os.fspath(pattern))]
@@ -257,7 +257,7 @@ class ParquetSource(ImageSource):
     def open(cls, paths: str | os.PathLike | Sequence[str | os.PathLike], image_column: str = "image",
              label_column: str | None = "label"):
         """Index parquet files; return (source, labels or None, class names the files record or None)."""
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # an optional dependency (the pools extra)
 
         files = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
         if not files:
@@ -293,7 +293,7 @@ class ParquetSource(ImageSource):
         return len(self.rows)
 
     def raw(self, index: int) -> bytes:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # an optional dependency (the pools extra)
 
         file_number, row = (int(v) for v in self.rows[index])
         starts = self.row_groups[file_number]

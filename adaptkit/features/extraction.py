@@ -23,7 +23,9 @@ from ..backbones import Backbone
 from ..data.base import ImageSet
 from ..storage import UntrustedFileError, expand_path, json_sha256
 from .featureset import FeatureSet
-from .store import STORAGE_DTYPES, FeatureStore, ShardPlan, auto_shard_size, plan_shards
+from .pipeline import encode_local
+from .ray_engine import encode_ray
+from .store import STORAGE_DTYPES, FeatureStore, ShardPlan, as_storage_dtype, auto_shard_size, plan_shards
 
 logger = logging.getLogger("adaptkit")
 
@@ -149,13 +151,7 @@ def _entry(store: FeatureStore, key: str, on_error: str) -> FeatureEntry | None:
 
 
 def _encoder(engine: str):
-    if engine == "ray":
-        from .ray_engine import encode_ray
-
-        return encode_ray
-    from .pipeline import encode_local
-
-    return encode_local
+    return encode_ray if engine == "ray" else encode_local
 
 
 def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0, *, batch_size: int = 256,
@@ -272,10 +268,7 @@ def _extract_in_memory(backbone, images, transform, views, seed, plans, key, dty
     parts: list[tuple[torch.Tensor, torch.Tensor, list[dict]]] = []
 
     def write(plan, features, labels, positions, skipped):
-        stored = features.to(STORAGE_DTYPES[dtype])
-        if dtype == "float16" and not bool(torch.isfinite(stored).all()):
-            raise ValueError("features exceed float16's range; use dtype='float32'")
-        parts.append((stored.float(), labels, skipped))
+        parts.append((as_storage_dtype(features, dtype).float(), labels, skipped))
 
     encode(backbone, images, transform, views, seed, plans, write=write, **options)
     skipped = [s for _, _, part in parts for s in part]

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..storage import UntrustedFileError, expand_path, peek_format, read_checked, write_checked
-from .store import STORAGE_DTYPES
+from .store import STORAGE_DTYPES, as_storage_dtype
 
 logger = logging.getLogger("adaptkit")
 
@@ -115,9 +115,10 @@ def save_features(features: FeatureSet, path: str | os.PathLike, dtype: str = "f
     _check_dtype(dtype)
     path = expand_path(path)
     _check_feature_set(features.features, features.labels, features.classnames, "save_features")
-    stored = features.features.detach().cpu().to(STORAGE_DTYPES[dtype])
-    if not bool(torch.isfinite(stored).all()):
-        raise ValueError(f"save_features: the features exceed {dtype}'s range; store them with dtype='float32'")
+    try:
+        stored = as_storage_dtype(features.features.detach().cpu(), dtype)
+    except ValueError as err:
+        raise ValueError(f"save_features: {err}") from None
     try:
         json.dumps(features.metadata)
     except (TypeError, ValueError) as err:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode, v2
 
 from ..data.base import ImageSet
 from ..data.decode import ImageDecodeError, is_jpeg
@@ -100,8 +102,6 @@ def collate(items: list) -> dict[str, Any]:
 def gpu_transform(backbone, views: int):
     """The backbone's preprocessing (``views == 1``) or support augmentation as tensor transforms
     for uint8 (3, H, W) images on the GPU."""
-    from torchvision.transforms import InterpolationMode, v2
-
     size = backbone.image_size
     finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(backbone.mean, backbone.std)]
     if views > 1:
@@ -121,8 +121,6 @@ def gpu_transform(backbone, views: int):
 def decode_gpu(batch: dict[str, Any], backbone, transform, views: int, seed: int) -> list:
     """Decode the batch's JPEG bytes on the GPU and preprocess them there: a list, per JPEG, of
     pixels (V, 3, H, W) or an error string."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     positions = [p for p, kind in zip(batch["positions"], batch["kinds"]) if kind == "jpeg"]
     try:
         images = decode_jpeg(batch["jpeg"], mode=ImageReadMode.RGB, device=backbone.device)

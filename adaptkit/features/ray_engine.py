@@ -16,6 +16,7 @@ import logging
 import numpy as np
 import torch
 
+from ..backbones import Backbone
 from ..data.base import ImageSet
 from ..progress import progress_bar
 from .pipeline import ShardAssembler, Writer, failure_reason, seeded_views
@@ -44,8 +45,6 @@ class _Encode:
     """Ray actor: rebuilds the backbone once, then encodes batches of pixels."""
 
     def __init__(self, spec: dict, device: str):
-        from ..backbones import Backbone
-
         self.backbone = Backbone(**spec, device=device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -62,7 +61,7 @@ def encode_ray(backbone, images: ImageSet, transform, views: int, seed: int, pla
     if not plans:
         return
     try:
-        import ray
+        import ray  # an optional dependency (the ray extra)
     except ImportError as err:
         raise ValueError("engine='ray' needs Ray Data: pip install 'adaptkit[ray]'") from err
     if not ray.is_initialized():

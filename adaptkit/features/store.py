@@ -40,6 +40,14 @@ STORE_VERSION = 1
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+def as_storage_dtype(features: torch.Tensor, dtype: str) -> torch.Tensor:
+    """``features`` in the storage ``dtype``; a ``ValueError`` when a value overflows it."""
+    stored = features.to(STORAGE_DTYPES[dtype])
+    if not bool(torch.isfinite(stored).all()):
+        raise ValueError(f"features exceed {dtype}'s range; store them with dtype='float32'")
+    return stored
+
+
 @dataclass(frozen=True)
 class ShardPlan:
     """Images [start, stop) of a set, encoded into the shard ``id``."""
@@ -107,9 +115,7 @@ class FeatureStore:
     def write_shard(self, plan: ShardPlan, features: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor,
                     skipped: list[dict], dtype: str) -> None:
         """Store the encoded rows of one shard (kept images only) and what was skipped."""
-        stored = features.to(STORAGE_DTYPES[dtype])
-        if dtype == "float16" and not bool(torch.isfinite(stored).all()):
-            raise ValueError("features exceed float16's range; store them with dtype='float32'")
+        stored = as_storage_dtype(features, dtype)
         header = {"format": SHARD_FORMAT, "format_version": STORE_VERSION, "id": plan.id, "start": plan.start,
                   "stop": plan.stop, "skipped": skipped}
         write_checked(self.shard_path(plan.id), {"features": stored, "labels": labels.to(torch.int64),

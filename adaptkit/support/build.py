@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from .._params import POSITIVE_INT, check_params
 from .._validation import check_features
 from .._version import __version__
 from ..features import FeatureSet
@@ -72,8 +73,7 @@ def build_support_set(pool, query_weights, shots: int, *, classnames: Sequence[s
     n_classes = Q.shape[0]
     if len(classnames) != n_classes:
         raise ValueError(f"classnames has {len(classnames)} names but query_weights has {n_classes} rows")
-    if not isinstance(shots, (int, np.integer)) or shots < 1:
-        raise ValueError(f"shots must be a positive integer; got {shots!r}")
+    check_params("build_support_set", {"shots": [POSITIVE_INT]}, {"shots": shots})
     if len(index) < shots or (exclusive and len(index) < shots * n_classes):
         raise ValueError(f"the pool holds {len(index)} images, fewer than the {shots} per class "
                          f"{'× ' + str(n_classes) + ' classes ' if exclusive else ''}asked for")

@@ -24,8 +24,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from .._options import CONDENSE_POLICIES
+from .tokens import vit_forward
 
 POLICIES = CONDENSE_POLICIES
 
@@ -179,10 +181,6 @@ def make_policy(name: str, keep: float, layers: tuple[int, ...], **options) -> C
 
 def flops_per_image(backbone, policy: Condenser | None = None, **forward_options) -> int:
     """FLOPs of one image through the image tower under ``policy`` (torch's FlopCounterMode)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .tokens import vit_forward
-
     pixels = torch.zeros(1, 3, *backbone.image_size)
     with FlopCounterMode(display=False) as counter:
         vit_forward(backbone, pixels, policy, **forward_options)
