@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._params import DEVICE, check_params
+from ._params import DEVICE, NON_NEGATIVE_INT, POSITIVE_INT, Float, StrOptions, check_params
 from .adapters import ADAPTERS
 from .data import available, load
 from .storage import expand_path, json_sha256, read_text
@@ -160,10 +160,38 @@ def _int_list(source: str, path: str, value: Any, minimum: int) -> list[int]:
     return value
 
 
-def _positive_int(source: str, path: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise _fail(source, path, f"expected a positive integer, got {value!r}")
-    return value
+class _Text(StrOptions):
+    """A non-empty string (a ``StrOptions`` only so that scikit-learn's validator accepts it)."""
+
+    def __init__(self):
+        super().__init__(set())
+
+    def is_satisfied_by(self, val):
+        return isinstance(val, str) and bool(val.strip())
+
+    def __str__(self):
+        return "a non-empty string"
+
+
+TEXT = _Text()
+TOP_CONSTRAINTS = {"views": [POSITIVE_INT], "batch_size": [POSITIVE_INT], "output": [TEXT], "cache_dir": [TEXT, None],
+                   "device": [DEVICE], "workers": [NON_NEGATIVE_INT, StrOptions({"auto"})]}
+"""Allowed values of the recipe's top-level scalar keys."""
+DATASET_CONSTRAINTS = {"root": [TEXT], "label": [TEXT], "val_fraction": [Float(0, 1, closed="neither")],
+                       "test_fraction": [Float(0, 1, closed="neither")], "split_seed": [NON_NEGATIVE_INT]}
+"""Allowed values of a ``[[datasets]]`` table's scalar keys."""
+BACKBONE_CONSTRAINTS = {"name": [TEXT], "pretrained": [TEXT]}
+"""Allowed values of a ``[[backbones]]`` table's keys."""
+
+
+def _check_values(source: str, path: str, table: dict, constraints: dict) -> None:
+    """Validate the keys of ``table`` that ``constraints`` names; the error names the key's path."""
+    for key, allowed in constraints.items():
+        if key in table:
+            try:
+                check_params(path or "recipe", {key: allowed}, {key: table[key]})
+            except ValueError as err:
+                raise _fail(source, f"{path}.{key}".lstrip("."), str(err)) from None
 
 
 def _file(source: str, path: str, value: Any, base: Path) -> str:
@@ -203,18 +231,10 @@ def _dataset(source: str, index: int, table: Any, base: Path) -> DatasetSpec:
     root = table.get("root")
     if name != "digits" and not root:
         raise _fail(source, f"{where}.root", f"required for {name!r}: the folder holding its files")
-    if root is not None and not isinstance(root, str):
-        raise _fail(source, f"{where}.root", f"expected a folder path, got {root!r}")
+    _check_values(source, where, table, DATASET_CONSTRAINTS)
     options = {k: table[k] for k in FOLDER_OPTIONS if k in table}
     if options and name != "imagefolder":
         raise _fail(source, f"{where}.{next(iter(options))}", f"applies to imagefolder datasets only, not {name!r}")
-    for key in ("val_fraction", "test_fraction"):
-        value = options.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1):
-            raise _fail(source, f"{where}.{key}", f"expected a number in (0, 1), got {value!r}")
-    if "split_seed" in options and (isinstance(options["split_seed"], bool) or not isinstance(options["split_seed"], int)
-                                    or options["split_seed"] < 0):
-        raise _fail(source, f"{where}.split_seed", f"expected an integer ≥ 0, got {options['split_seed']!r}")
     classnames = templates = None
     if "classnames" in table:
         classnames = _file(source, f"{where}.classnames", table["classnames"], base)
@@ -237,8 +257,6 @@ def _dataset(source: str, index: int, table: Any, base: Path) -> DatasetSpec:
             except ValueError as err:
                 raise _fail(source, f"{where}.templates", str(err)) from None
     label = table.get("label")
-    if label is not None and (not isinstance(label, str) or not label.strip()):
-        raise _fail(source, f"{where}.label", f"expected a non-empty string, got {label!r}")
     return DatasetSpec(name, root, label or "", classnames, templates, options)
 
 
@@ -282,12 +300,10 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
         raise _fail(source, "backbones", "expected a non-empty array of tables ([[backbones]])")
     for i, table in enumerate(data["backbones"]):
         _check_keys(source, f"backbones[{i}]", table, BACKBONE_KEYS)
-        if not isinstance(table.get("name"), str):
-            raise _fail(source, f"backbones[{i}].name", "expected an open_clip architecture name")
-        pretrained = table.get("pretrained")
-        if pretrained is not None and not isinstance(pretrained, str):
-            raise _fail(source, f"backbones[{i}].pretrained", f"expected a tag or a file path, got {pretrained!r}")
-        backbones.append(BackboneSpec(table["name"], pretrained or None))
+        if "name" not in table:
+            raise _fail(source, f"backbones[{i}].name", "missing: an open_clip architecture name")
+        _check_values(source, f"backbones[{i}]", table, BACKBONE_CONSTRAINTS)
+        backbones.append(BackboneSpec(table["name"], table.get("pretrained")))
     adapters = data["adapters"]
     if not isinstance(adapters, list) or not adapters:
         raise _fail(source, "adapters", "expected a non-empty list of adapter names")
@@ -309,22 +325,10 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
             grid_axes(ADAPTERS[adapter], grid)
         except (ValueError, TypeError) as err:
             raise _fail(source, f"grids.{adapter}", str(err)) from None
-    views = _positive_int(source, "views", data.get("views", 10))
-    batch_size = _positive_int(source, "batch_size", data.get("batch_size", 256))
-    output = data.get("output", "adaptkit-out")
-    if not isinstance(output, str) or not output:
-        raise _fail(source, "output", f"expected a folder path, got {output!r}")
-    cache_dir = data.get("cache_dir")
-    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
-        raise _fail(source, "cache_dir", f"expected a folder path, got {cache_dir!r}")
-    device = data.get("device", "auto")
-    try:
-        check_params("recipe", {"device": [DEVICE]}, {"device": device})
-    except ValueError as err:
-        raise _fail(source, "device", str(err)) from None
-    workers = data.get("workers", "auto")
-    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-        raise _fail(source, "workers", f"expected \"auto\" or an integer ≥ 0, got {workers!r}")
+    _check_values(source, "", data, TOP_CONSTRAINTS)
+    views, batch_size = data.get("views", 10), data.get("batch_size", 256)
+    output, cache_dir = data.get("output", "adaptkit-out"), data.get("cache_dir")
+    device, workers = data.get("device", "auto"), data.get("workers", "auto")
     return Recipe(datasets=datasets, backbones=backbones, adapters=list(adapters),
                   shots=_int_list(source, "shots", data.get("shots", [1, 2, 4, 8, 16]), 1),
                   seeds=_int_list(source, "seeds", data.get("seeds", [1, 2, 3]), 0),

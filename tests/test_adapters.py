@@ -11,9 +11,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import adaptkit as ak
-from helpers import clip_like, normalize
+from helpers import clip_like, family_inputs, normalize
 
-ADAPTERS = [ak.ZeroShot, ak.LinearProbe, ak.GDA, ak.TipAdapter]
+ADAPTERS = list(ak.adapters.ADAPTERS.values())
+"""The registry, so an adapter of one's own is API-checked too."""
 
 
 def assert_logits_close(actual, expected, rtol=1e-4):
@@ -125,15 +126,16 @@ def test_string_labels_without_text_weights():
     assert clf.score(X_test, names[y_test]) > 0.5
 
 
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize("cls", ADAPTERS, ids=lambda cls: cls.name)
 def test_sklearn_api(cls, clip_data):
     X, y, X_test, y_test, T = clip_data
+    inputs = family_inputs(cls, X, X_test)
     adapter = cls(device="cpu")
     with pytest.raises(NotFittedError):
         adapter.predict(X_test)
     params = adapter.get_params()
     assert clone(adapter).get_params() == params
-    fitted = adapter.fit(X, y, text_weights=T)
+    fitted = adapter.fit(X, y, text_weights=T, **inputs)
     assert fitted is adapter
     proba = adapter.predict_proba(X_test)
     assert proba.shape == (len(X_test), T.shape[0]) and proba.dtype == np.float32
@@ -145,27 +147,28 @@ def test_sklearn_api(cls, clip_data):
     assert not hasattr(clone(adapter), "classes_")
 
 
-@pytest.mark.parametrize("cls", ADAPTERS)
+@pytest.mark.parametrize("cls", ADAPTERS, ids=lambda cls: cls.name)
 def test_bad_input_names_the_argument(cls, clip_data):
     X, y, X_test, _, T = clip_data
+    inputs = family_inputs(cls, X, X_test)
     adapter = cls(device="cpu")
     with pytest.raises(ValueError, match="text_weights has dimension 32 but the image features have 64"):
-        adapter.fit(X, y, text_weights=T[:, :32])
+        adapter.fit(X, y, text_weights=T[:, :32], **inputs)
     with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 12\)"):
-        adapter.fit(X, np.where(y == 0, 12, y), text_weights=T)
+        adapter.fit(X, np.where(y == 0, 12, y), text_weights=T, **inputs)
     with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 12\)"):
-        adapter.fit(X, y - 1, text_weights=T)
+        adapter.fit(X, y - 1, text_weights=T, **inputs)
     bad = X.copy()
     bad[3, 5] = np.nan
     with pytest.raises(ValueError, match="X contains NaN or infinite"):
-        adapter.fit(bad, y, text_weights=T)
+        adapter.fit(bad, y, text_weights=T, **inputs)
     with pytest.raises(ValueError, match="X must be a 2/3-D array"):
-        adapter.fit(X[:, 0], y, text_weights=T)
+        adapter.fit(X[:, 0], y, text_weights=T, **inputs)
     with pytest.raises(ValueError, match=r"y must have shape \(96,\)"):
-        adapter.fit(X, y[:-1], text_weights=T)
+        adapter.fit(X, y[:-1], text_weights=T, **inputs)
     with pytest.raises(TypeError, match="X must be a numpy array or torch tensor"):
-        adapter.fit("features", y, text_weights=T)
-    adapter.fit(X, y, text_weights=T)
+        adapter.fit("features", y, text_weights=T, **inputs)
+    adapter.fit(X, y, text_weights=T, **inputs)
     with pytest.raises(ValueError, match="X must be a 2-D array"):
         adapter.predict(X_test[0])
     with pytest.raises(ValueError, match=r"X has 32 features, but \w+ is expecting 64 features as input"):

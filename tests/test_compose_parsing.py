@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from adaptkit.compose import RuleParser, SpacyParser, Triplet, parse_triplet, parse_triplets
-from adaptkit.compose.parsing import noun_lemma, verb_lemma
+from adaptkit.compose.words import noun_lemma, verb_lemma
 
 CAPTIONS = [
     # subject / verb / object

@@ -30,11 +30,11 @@ def test_a_user_module_adapter_is_registered_by_its_definition():
 
 
 def test_registry_parametrised_tests_cover_it():
+    import test_adapter_file
     import test_bad_inputs
-    import test_persistence
     import test_tuning
 
-    assert SoftCentroids in test_persistence.ALL and SoftCentroids in test_tuning.FAMILY
+    assert SoftCentroids in test_adapter_file.ALL and SoftCentroids in test_tuning.FAMILY
     assert any(cls is SoftCentroids for cls, _, _ in test_bad_inputs.REGISTRY_CASES)
 
 

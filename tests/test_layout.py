@@ -93,3 +93,51 @@ def test_ruff_is_clean_with_the_configuration_in_pyproject():
     done = subprocess.run([str(ruff), "check", "adaptkit", "tests", "tools", "benchmarks"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _requirement_names(requirements) -> set[str]:
+    return {re.split(r"[\s<>=!~;\[]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def _extra(project: dict, name: str) -> set[str]:
+    """The distributions an extra brings, its adaptkit[...] references followed."""
+    names = set()
+    for requirement in project["optional-dependencies"][name]:
+        nested = re.fullmatch(r"adaptkit\[([\w,]+)\]", requirement)
+        names |= set().union(*(_extra(project, n) for n in nested.group(1).split(","))) if nested else \
+            _requirement_names([requirement])
+    return names
+
+
+def test_no_extra_installs_both_faiss_builds_and_the_base_installs_neither():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not any(name.startswith("faiss") for name in _requirement_names(project["dependencies"]))
+    for extra in project["optional-dependencies"]:
+        assert not {"faiss-cpu", "faiss-gpu-cu12"} <= _extra(project, extra), extra
+    assert "faiss-cpu" in _extra(project, "dev") and "faiss-gpu-cu12" in _extra(project, "gpu")
+
+
+def test_every_third_party_module_the_package_imports_is_declared():
+    import ast
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = _requirement_names(project["dependencies"])
+    for extra in project["optional-dependencies"]:
+        declared |= _extra(project, extra)
+    modules = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    third_party = modules - set(sys.stdlib_module_names) - {"adaptkit", "__future__", "tomli", "spacy", "ipywidgets"}
+    distributions = packages_distributions()
+    undeclared = {m: distributions.get(m) for m in third_party
+                  if not {d.lower().replace("_", "-") for d in distributions.get(m, [m])} & declared}
+    assert undeclared == {}

@@ -1,0 +1,88 @@
+"""Recipes: every key and value checked before any work, files resolved against the recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adaptkit.protocol import compare
+from adaptkit.recipes import RecipeError, load_recipe, parse_recipe
+
+RECIPES = Path(__file__).parent.parent / "recipes"
+
+
+def small_recipe(tmp_path, **overrides):
+    data = {"output": str(tmp_path / "out"), "shots": [1, 2], "seeds": [1, 2], "views": 2,
+            "adapters": ["zero_shot", "gda", "tip_adapter"], "datasets": [{"name": "digits"}],
+            "backbones": [{"name": "adaptkit-tiny"}], "cache_dir": str(tmp_path / "cache"),
+            "grids": {"tip_adapter": {"beta": [1.0, 5.0], "alpha": [0.5, 2.0]}}}
+    data.update(overrides)
+    return parse_recipe(data, "test.toml", base=tmp_path)
+
+
+def test_shipped_recipes_load():
+    for name in ("demo", "coop11-rn50", "coop11-vitb16", "imagenet"):
+        recipe = load_recipe(RECIPES / f"{name}.toml")
+        assert recipe.adapters and recipe.backbones
+    assert len(load_recipe(RECIPES / "coop11-rn50.toml").datasets) == 11
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"shotz": [1]}, r"test.toml: shotz: unknown key"),
+    ({"datasets": [{"name": "digits", "rot": "x"}]}, r"datasets\[0\].rot: unknown key"),
+    ({"datasets": [{"name": "pets"}]}, r"datasets\[0\].name: unknown dataset 'pets'"),
+    ({"datasets": [{"name": "dtd"}]}, r"datasets\[0\].root: required for 'dtd'"),
+    ({"shots": [1, 0]}, r"shots: expected a non-empty list of integers ≥ 1"),
+    ({"adapters": ["gda", "tipp"]}, r"adapters\[1\]: unknown adapter 'tipp'"),
+    ({"grids": {"gda": {"beta": [1.0]}}}, r"grids.gda.beta: unknown key"),
+    ({"grids": {"gda": {"alpha": 1.0}}}, r"grids.gda.alpha: expected a non-empty list"),
+    ({"grids": {"gda": {"alpha": ["a", "b"]}}}, r"grids.gda: grid\['alpha'\]\[0\]: The 'alpha' parameter of GDA"),
+    ({"grids": {"gda": {"device": ["cpu"]}}}, r"grids.gda.device: unknown key"),
+    ({"grids": {"ape": {"beta": [1.0]}}}, r"grids.ape: 'ape' is not among the recipe's adapters"),
+    ({"views": 0}, r"views: The 'views' parameter of recipe must be an int in the range \[1, inf\)\. Got 0"),
+    ({"batch_size": "abc"}, r"batch_size: The 'batch_size' parameter of recipe must be an int .* Got 'abc'"),
+    ({"cache_dir": 5}, r"cache_dir: The 'cache_dir' parameter of recipe must be a non-empty string or None\. Got 5"),
+    ({"output": " "}, r"output: The 'output' parameter of recipe must be a non-empty string"),
+    ({"device": "gpu"}, r"device: The 'device' parameter of recipe must be"),
+    ({"workers": -1}, r"workers: The 'workers' parameter of recipe must be an int in the range \[0, inf\) or a str"),
+    ({"datasets": [{"name": "imagefolder", "root": "x", "val_fraction": 1.5}]},
+     r"datasets\[0\].val_fraction: The 'val_fraction' parameter of datasets\[0\] must be a float in the range \(0\.0, 1\.0\)"),
+    ({"backbones": [{"name": "RN50", "pretrained": 3}]}, r"backbones\[0\].pretrained: The 'pretrained' parameter"),
+    ({"backbones": [{"pretrained": "openai"}]}, r"backbones\[0\].name: missing"),
+    ({"backbones": [{"name": "RN50", "weights": "openai"}]}, r"backbones\[0\].weights: unknown key"),
+    ({"datasets": [{"name": "digits"}, {"name": "digits"}]}, r"datasets\[1\]: repeats datasets\[0\]"),
+    ({"datasets": [{"name": "digits", "templates": "missing.json"}]}, r"datasets\[0\].templates: no such file"),
+    ({"datasets": [{"name": "digits", "templates": ["a {x}"]}]}, r"datasets\[0\].templates: each template"),
+])
+def test_recipe_errors_name_the_key(tmp_path, change, message):
+    with pytest.raises(RecipeError, match=message):
+        small_recipe(tmp_path, **change)
+
+
+def test_recipe_file_errors(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "none.toml")
+    (tmp_path / "bad.toml").write_text("shots = [1,")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(tmp_path / "bad.toml")
+    (tmp_path / "latin.toml").write_bytes("output = 'caf\xe9'".encode("latin-1"))
+    with pytest.raises(RecipeError, match=r"latin.toml: recipe file is not UTF-8 text"):
+        load_recipe(tmp_path / "latin.toml")
+
+
+def test_two_image_folders_are_two_datasets(tmp_path):
+    from helpers import write_jpegs
+
+    for name in ("a", "b"):
+        write_jpegs(tmp_path / name / "images", n_classes=2, per_class=12, seed=ord(name))
+    recipe = small_recipe(tmp_path, shots=[1], seeds=[1], views=1, adapters=["zero_shot"], grids={},
+                          datasets=[{"name": "imagefolder", "root": str(tmp_path / "a" / "images")},
+                                    {"name": "imagefolder", "root": str(tmp_path / "b" / "images"), "label": "bee"}])
+    assert [d.label for d in recipe.datasets] == ["imagefolder:images", "bee"]
+    clashing = small_recipe(tmp_path, datasets=[{"name": "imagefolder", "root": str(tmp_path / "a" / "images")},
+                                                {"name": "imagefolder", "root": str(tmp_path / "b" / "images")}])
+    assert [d.label for d in clashing.datasets] == ["imagefolder:a/images", "imagefolder:b/images"]
+    result = compare(recipe, progress=False)
+    assert sorted(r["dataset"] for r in result.rows) == ["bee", "imagefolder:images"]
+
