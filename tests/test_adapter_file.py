@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,16 @@ def test_loaded_adapter_headers_and_tensors_are_checked(tmp_path, edit, match):
     with pytest.raises(ValueError, match=match):
         ak.load_adapter(path)
 
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in LEGACY.glob("*.safetensors")))
+def test_files_written_before_the_registry_still_load_and_predict_the_same(name):
+    """tests/data/legacy holds one file per adapter saved by adaptkit 0.2.0 before the family
+    registered itself (commit 45a68b0), with the logits it gave on ``queries``."""
+    expected = np.load(LEGACY / "expected.npz")
+    adapter = ak.load_adapter(LEGACY / f"{name}.safetensors", device="cpu")
+    assert type(adapter).name == name and adapter.classnames_ == ["c0", "c1", "c2", "c3"]
+    np.testing.assert_allclose(adapter.decision_function(expected["queries"]), expected[name], rtol=1e-5, atol=1e-4)
