@@ -15,3 +15,5 @@ CONDENSE_POLICIES = ("evit", "tome", "tca")
 """Token condensation policies of TCA."""
 WEIGHTINGS = ("sum", "softmax")
 """How ComCLIP weights its sub-image embeddings."""
+SERVE_ENGINES = ("local", "ray")
+"""How ``adaptkit serve`` runs: uvicorn in this process, or Ray Serve replicas."""

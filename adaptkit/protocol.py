@@ -30,6 +30,7 @@ from .features import extract
 from .leaderboard import leaderboard
 from .plots import save_figures
 from .progress import progress_bar
+from .report import build_report
 from .results import (
     RESULTS_FORMAT_VERSION,
     append_row,
@@ -37,6 +38,7 @@ from .results import (
     classification_metrics,
     csv_table,
     markdown_tables,
+    per_class_accuracy,
     read_results,
     report_problems,
     row_key,
@@ -93,6 +95,7 @@ def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], 
             row = {"format_version": RESULTS_FORMAT_VERSION, "dataset": dataset.name, "backbone": backbone.identity,
                    "adapter": entry["adapter"], "shots": k, "seed": seed,
                    **classification_metrics(logits.cpu().numpy(), test.labels.numpy()),
+                   "per_class_accuracy": per_class_accuracy(logits.cpu().numpy(), test.labels.numpy()),
                    "val_accuracy": entry["val_accuracy"], "params": entry["params"],
                    "fit_seconds": entry["fit_seconds"] + entry["tune_seconds"],
                    "predict_seconds": time.perf_counter() - start, "views": views, "prompts_sha256": prompts,
@@ -205,5 +208,6 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
             write_text(out / "diagnostics.json", json.dumps(reports, indent=1))
             write_text(out / "table.md", markdown_tables(rows) + diagnostics_markdown(reports))
             write_text(out / "table.csv", csv_table(rows))
-            written = [out / "diagnostics.json", out / "table.md", out / "table.csv", *save_figures(rows, out)]
+            written = [out / "diagnostics.json", out / "table.md", out / "table.csv", *save_figures(rows, out),
+                       build_report(out)]
     return Comparison(selected, len(new), len(rows), out, problems, written, bool(only))

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, top_k_accuracy_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, top_k_accuracy_score
 
 logger = logging.getLogger("adaptkit")
 
@@ -57,6 +57,14 @@ def classification_metrics(logits, labels) -> dict[str, float]:
     acc5 = 1.0 if n_classes <= 5 else float(top_k_accuracy_score(labels, scores, k=5, labels=np.arange(n_classes)))
     return {"acc1": float(accuracy_score(labels, predicted)), "acc5": acc5,
             "mean_per_class_recall": float(balanced_accuracy_score(labels, predicted))}
+
+
+def per_class_accuracy(logits, labels) -> list[float]:
+    """Recall of each class (N, C) -> (C,) fractions, by scikit-learn; a class without test images is 0."""
+    scores = np.asarray(logits)
+    labels = np.asarray(labels)
+    return recall_score(labels, scores.argmax(axis=1), labels=np.arange(scores.shape[1]), average=None,
+                        zero_division=0.0).astype(float).tolist()
 
 
 def backbone_label(identity: dict) -> str:

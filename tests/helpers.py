@@ -73,3 +73,44 @@ def fit_member(cls_or_name, X, y, text, unlabeled, **params):
     """A registered adapter fitted on (X, y, text) with generated declared inputs."""
     cls = ak.adapters.ADAPTERS[cls_or_name] if isinstance(cls_or_name, str) else cls_or_name
     return cls(**{"device": "cpu", **params}).fit(X, y, text_weights=text, **family_inputs(cls, X, unlabeled))
+
+
+def free_port() -> int:
+    """A port nothing listens on now, on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerThread:
+    """A real uvicorn server for ``app`` on 127.0.0.1 and a free port, in a thread; a context
+    manager that waits until it listens and stops it (graceful shutdown) on exit."""
+
+    def __init__(self, app, timeout: float = 30.0):
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.timeout = timeout
+
+    def __enter__(self):
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + self.timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=self.timeout)

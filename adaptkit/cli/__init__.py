@@ -3,7 +3,7 @@
 One module per sub-command group; importing them registers their commands on :data:`app`.
 """
 
-from . import compose, data, extract, predict, protocol, support, tta  # noqa: F401  (register the commands)
+from . import compose, data, extract, predict, protocol, serve, support, tta  # noqa: F401  (register the commands)
 from .app import app
 
 __all__ = ["app"]

@@ -113,4 +113,15 @@ def compare(
         typer.echo(f"filtered run: {len(result.rows)} rows shown, tables and figures left as they were "
                    f"({time.perf_counter() - start:.1f} s)")
     else:
-        typer.echo(f"tables, diagnostics and figures written to {result.output} ({time.perf_counter() - start:.1f} s)")
+        typer.echo(f"tables, diagnostics, figures and report.html written to {result.output} "
+                   f"({time.perf_counter() - start:.1f} s)")
+
+
+@app.command()
+@command
+def report(output: Path = typer.Argument(..., help="a compare output folder (holding results.jsonl)")) -> None:
+    """Rebuild report.html, the self-contained page of a compare folder (figures, tables, per-class
+    accuracy, diagnostics, provenance)."""
+    from ..report import build_report
+
+    typer.echo(f"wrote {build_report(output)}")
