@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -50,6 +52,43 @@ class ClientError(Exception):
 
 def _error(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+ENDPOINTS = ("/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/classify")
+
+
+class Guard:
+    """Pure ASGI middleware: the API key (constant-time comparison) on every path but the open
+    ones, and the request metrics (count by endpoint and status, latency)."""
+
+    def __init__(self, app, config: ServeConfig, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+        self.expected = None if config.api_key is None else f"Bearer {config.api_key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        path = scope["path"]
+        endpoint = path if path in ENDPOINTS else "other"
+        status = {"code": 500}
+
+        async def recorded(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            if self.expected is not None and path not in OPEN_PATHS:
+                given = dict(scope["headers"]).get(b"authorization", b"")
+                if not hmac.compare_digest(given, self.expected):
+                    response = _error(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                                      "Authorization", {"WWW-Authenticate": "Bearer"})
+                    return await response(scope, receive, recorded)
+            await self.app(scope, receive, recorded)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
 class BodyLimit:
@@ -126,6 +165,9 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
     if not isinstance(config, ServeConfig):
         raise TypeError(f"config must be an adaptkit.serve.ServeConfig; got {type(config).__name__}")
     batcher = Batcher(default_infer(predictor), config.max_batch, config.max_wait_ms, config.max_queue)
+    # Decoding runs in a pool of its own, off the event loop; a fixed pool keeps torch's per-thread
+    # state (the preprocessing runs torch ops) instead of paying for it in a new thread each time.
+    decoder = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="adaptkit-decode")
     metrics = Metrics(lambda: batcher.depth)
     batcher.observe_batch = metrics.observe_batch
     card = model_card(predictor, adapter_sha256)
@@ -139,6 +181,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
         yield
         state["ready"] = False
         await batcher.stop()
+        decoder.shutdown(wait=False)
 
     app = FastAPI(title="adaptkit", version=__version__, lifespan=lifespan,
                   description="Training-free CLIP adapters as a classification service.")
@@ -148,26 +191,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        start = time.perf_counter()
-        path = request.url.path
-        endpoint = path if path in ("/", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/classify") else "other"
-        if config.api_key is not None and path not in OPEN_PATHS:
-            given = request.headers.get("authorization", "")
-            expected = f"Bearer {config.api_key}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                response = _error(401, "missing or wrong API key: send Authorization: Bearer <key>", "Authorization",
-                                  {"WWW-Authenticate": "Bearer"})
-                metrics.requests.labels(endpoint, "401").inc()
-                return response
-        try:
-            response = await call_next(request)
-        except ClientError as err:
-            response = _error(err.status, err.message, err.field, err.headers)
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(Guard, config=config, metrics=metrics)
 
     @app.exception_handler(HTTPException)
     async def http_error(_, err: HTTPException):
@@ -238,8 +262,9 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
             payloads = [await part.read() if isinstance(part, UploadFile) else None for part in parts]
         finally:
             await form.close()
+        loop = asyncio.get_running_loop()
         prepared = await asyncio.gather(*(
-            asyncio.to_thread(prepare, predictor, data, name, config.max_pixels) if data is not None else
+            loop.run_in_executor(decoder, prepare, predictor, data, name, config.max_pixels) if data is not None else
             _not_a_file(name) for data, name in zip(payloads, names)))
         good = [i for i, item in enumerate(prepared) if isinstance(item, torch.Tensor)]
         try:
@@ -259,7 +284,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
                 results.append({"index": i, "filename": name, "error": item})
         metrics.images.labels("classified").inc(len(good))
         metrics.images.labels("refused_bad_image").inc(len(parts) - len(good))
-        return {"results": results, "adapter": card["adapter"]}
+        return JSONResponse({"results": results, "adapter": card["adapter"]})
 
     return app
 

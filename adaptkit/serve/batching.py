@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ class Batcher:
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._pending = 0
+        # One thread runs the model, always the same one: torch keeps its intra-op thread team per
+        # calling thread, and a new caller each batch would pay for a new team.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="adaptkit-encode")
 
     @property
     def depth(self) -> int:
@@ -50,6 +54,7 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._worker = None
+        self._executor.shutdown(wait=False)
 
     async def submit(self, images: list[torch.Tensor]) -> list[np.ndarray]:
         """Probabilities (C,) per image, in order; raises :class:`QueueFull` when they do not fit."""
@@ -87,7 +92,8 @@ class Batcher:
                 continue
             start = time.perf_counter()
             try:
-                probabilities = await asyncio.to_thread(self.infer, torch.stack([image for image, _ in live]))
+                pixels = torch.stack([image for image, _ in live])
+                probabilities = await asyncio.get_running_loop().run_in_executor(self._executor, self.infer, pixels)
             except Exception as err:  # a failed batch fails its requests, never the worker
                 for _, future in live:
                     if not future.done():
