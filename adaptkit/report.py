@@ -61,7 +61,10 @@ def _table_html(markdown: str) -> str:
             table.append(line)
             continue
         flush()
-        if line.strip():
+        heading = line.strip().lstrip("#")
+        if line.strip().startswith("#"):
+            out.append(f"<h3>{html.escape(heading.strip())}</h3>")
+        elif line.strip():
             out.append(f"<p class='note'>{html.escape(line.strip())}</p>")
     flush()
     return "\n".join(out)

@@ -3,7 +3,9 @@
 ``python -m tools.docs`` (from a clone) runs the demo recipe, writes its table into README
 between the ``<!-- demo-table -->`` markers and its figure to ``docs/``, and re-executes
 ``notebooks/quickstart.ipynb`` in a scratch folder, storing outputs with scratch paths replaced.
-``--check`` recomputes the table and exits 1 when README's differs. The notebook step needs the
+It also takes the screenshots README shows of ``adaptkit serve``'s page (an uploaded digit and
+its five bars) and of the demo's ``report.html``, in headless Chromium (``--skip-screenshots``
+leaves them). ``--check`` recomputes the table and exits 1 when README's differs. The notebook step needs the
 ``dev`` extra (nbclient).
 """
 
@@ -22,6 +24,8 @@ DEMO_RECIPE = REPOSITORY / "recipes" / "demo.toml"
 README = REPOSITORY / "README.md"
 NOTEBOOK = REPOSITORY / "notebooks" / "quickstart.ipynb"
 FIGURE = REPOSITORY / "docs" / "demo_accuracy_vs_shots.png"
+PAGE_SCREENSHOT = REPOSITORY / "docs" / "serve_page.png"
+REPORT_SCREENSHOT = REPOSITORY / "docs" / "report.png"
 TABLE_BLOCK = re.compile(r"(<!-- demo-table -->\n)(.*?)(\n<!-- /demo-table -->)", re.S)
 NOTEBOOK_OUTPUT_FORBIDDEN = ("Warning", "WARNING", "Traceback")
 CELL = re.compile(r"(-?\d+\.\d+) ± (\d+\.\d+)")
@@ -52,14 +56,82 @@ def _scratch_cache():
                 os.environ["ADAPTKIT_CACHE"] = previous
 
 
-def demo_rows(progress: bool = False) -> list[dict]:
-    """Result rows of ``recipes/demo.toml``, computed from scratch."""
+def demo_rows(progress: bool = False, keep_report: Path | None = None) -> list[dict]:
+    """Result rows of ``recipes/demo.toml``, computed from scratch; ``keep_report``: copy the
+    run's report.html there."""
+    import shutil
+
     from adaptkit.protocol import compare
     from adaptkit.recipes import load_recipe
 
     _need_clone()
     with _scratch_cache() as scratch:
-        return compare(load_recipe(DEMO_RECIPE), output=str(scratch / "out"), progress=progress).rows
+        rows = compare(load_recipe(DEMO_RECIPE), output=str(scratch / "out"), progress=progress).rows
+        if keep_report is not None:
+            shutil.copy(scratch / "out" / "report.html", keep_report)
+        return rows
+
+
+def _browser(width: int, height: int):
+    import shutil
+
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                     f"--window-size={width},{height}"):
+        options.add_argument(argument)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
+
+
+def take_screenshots(report: Path) -> None:
+    """docs/serve_page.png (the page of a server on the demo's data, one digit uploaded) and
+    docs/report.png (the top of the demo's report.html)."""
+    import threading
+    import time
+
+    import uvicorn
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import adaptkit as ak
+    from adaptkit.serve import ServeConfig, create_app, load_predictor
+
+    with _scratch_cache() as scratch:
+        tiny = ak.Backbone(ak.TINY, device="cpu")
+        digits = ak.datasets.load("digits")
+        support = ak.extract(tiny, digits.few_shot(16, 1), views=10, seed=1, progress=False)
+        text = tiny.text_classifier(digits.classnames, digits.templates)
+        ak.GDA(alpha=100.0, device="cpu").fit(support.features, support.labels, text_weights=text).save(
+            scratch / "digits-gda.safetensors", classnames=digits.classnames, backbone=tiny)
+        image = scratch / "a-three.png"
+        test = digits.split("test")
+        three = next(i for i in range(len(test)) if test.labels[i] == 3)
+        test.load(three).resize((96, 96), Image.NEAREST).save(image)
+        model, sha256 = load_predictor(scratch / "digits-gda.safetensors", device="cpu")
+        server = uvicorn.Server(uvicorn.Config(create_app(model, ServeConfig(), adapter_sha256=sha256),
+                                               host="127.0.0.1", port=0, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        browser = _browser(900, 560)
+        try:
+            browser.get(f"http://127.0.0.1:{port}/")
+            WebDriverWait(browser, 20).until(lambda d: "gda" in d.find_element(By.ID, "card").text)
+            browser.find_element(By.ID, "files").send_keys(str(image))
+            WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result .bar")) == 5)
+            browser.save_screenshot(str(PAGE_SCREENSHOT))
+            browser.set_window_size(1100, 900)
+            browser.get(report.resolve().as_uri())
+            browser.save_screenshot(str(REPORT_SCREENSHOT))
+        finally:
+            browser.quit()
+            server.should_exit = True
+            thread.join(timeout=30)
 
 
 def demo_table(rows: list[dict]) -> str:
@@ -170,9 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.docs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare README's demo table with a fresh run")
     parser.add_argument("--skip-notebook", action="store_true", help="leave the notebook as it is")
+    parser.add_argument("--skip-screenshots", action="store_true", help="leave the page and report screenshots")
     args = parser.parse_args(argv)
     _need_clone()
-    rows = demo_rows(progress=sys.stderr.isatty())
+    kept = Path(tempfile.mkdtemp(prefix="adaptkit-docs-report-")) / "report.html"
+    rows = demo_rows(progress=sys.stderr.isatty(), keep_report=kept)
     table = demo_table(rows)
     if args.check:
         problems = demo_differences(rows)
@@ -185,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     print("README demo table", "updated" if write_readme_table(table) else "unchanged")
     write_figure(rows)
     print(f"wrote {FIGURE.relative_to(REPOSITORY)}")
+    if not args.skip_screenshots:
+        take_screenshots(kept)
+        print(f"wrote {PAGE_SCREENSHOT.relative_to(REPOSITORY)} and {REPORT_SCREENSHOT.relative_to(REPOSITORY)}")
     if not args.skip_notebook:
         import nbformat
 
