@@ -5,12 +5,13 @@ figures, both without console errors."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 import adaptkit as ak
 from adaptkit.protocol import compare
-from adaptkit.recipes import parse_recipe
+from adaptkit.recipes import load_recipe
 from adaptkit.serve import ServeConfig, create_app, load_predictor
 from helpers import ServerThread, write_jpegs
 
@@ -64,12 +65,12 @@ def test_the_page_classifies_an_uploaded_jpeg_into_five_bars(browser, tmp_path):
         assert console_errors(browser) == []
 
 
-def test_the_report_shows_its_figures_without_console_errors(browser, tmp_path):
+def test_the_demo_recipes_report_shows_its_figures_without_console_errors(browser, tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
 
-    data = {"output": str(tmp_path / "out"), "shots": [1, 2], "seeds": [1], "views": 1, "adapters": ["zero_shot", "gda"],
-            "datasets": [{"name": "digits"}], "backbones": [{"name": "adaptkit-tiny"}], "cache_dir": str(tmp_path / "c")}
-    compare(parse_recipe(data, "browser.toml", base=tmp_path), progress=False)
+    monkeypatch.setenv("ADAPTKIT_CACHE", str(tmp_path / "cache"))
+    compare(load_recipe(Path(__file__).parent.parent / "recipes" / "demo.toml"), output=str(tmp_path / "out"),
+            progress=False)
     browser.get((tmp_path / "out" / "report.html").as_uri())
     figures = browser.find_elements(By.CSS_SELECTOR, ".figure svg")
     assert figures and all(f.size["width"] > 200 and f.size["height"] > 100 for f in figures)
