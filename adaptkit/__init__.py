@@ -3,36 +3,32 @@
 A frozen open_clip :class:`Backbone` encodes images once (:func:`extract`, cached on disk); small
 closed-form adapters (:mod:`adaptkit.adapters`) are fitted on the features in milliseconds and
 their hyper-parameters are chosen on validation data only (:func:`tune`); :func:`leaderboard`
-ranks the whole family. ``ak.support`` (faiss support sets), ``ak.tta`` (test-time adaptation)
-and ``ak.compose`` (compositional matching) are imported on first use.
+ranks the whole family. Every name below is imported on first use, so ``import adaptkit`` (and
+the ``adaptkit`` command's start) costs no torch import until something needs it.
 """
 
-import importlib
-
 from . import progress  # noqa: F401  (first: imports tqdm.auto without its notebook warning)
-
-from . import adapters
-from . import data as datasets
+from ._lazy import install
 from ._version import __version__
-from .adapters import APE, GDA, CaptionCache, LinearProbe, ProKeR, TipAdapter, TipX, TransductiveGDA, ZeroShot
-from .adapters import load_adapter, save_adapter
-from .backbones import TINY, Backbone, list_backbones
-from .features import FeatureSet, extract, load_features, save_features
-from .leaderboard import Leaderboard, leaderboard
-from .loading import load
-from .predictor import Predictor
-from .tuning import tune
 
-_LAZY = {"support", "tta", "compose", "protocol", "plots", "recipes"}
+_PUBLIC = {
+    "adapters": ("adapters", None), "datasets": ("data", None), "support": ("support", None), "tta": ("tta", None),
+    "compose": ("compose", None), "protocol": ("protocol", None), "plots": ("plots", None),
+    "recipes": ("recipes", None), "serve": ("serve", None), "report": ("report", None),
+    "APE": ("adapters", "APE"), "GDA": ("adapters", "GDA"), "CaptionCache": ("adapters", "CaptionCache"),
+    "LinearProbe": ("adapters", "LinearProbe"), "ProKeR": ("adapters", "ProKeR"), "TipAdapter": ("adapters", "TipAdapter"),
+    "TipX": ("adapters", "TipX"), "TransductiveGDA": ("adapters", "TransductiveGDA"), "ZeroShot": ("adapters", "ZeroShot"),
+    "load_adapter": ("adapters", "load_adapter"), "save_adapter": ("adapters", "save_adapter"),
+    "TINY": ("backbones", "TINY"), "Backbone": ("backbones", "Backbone"), "list_backbones": ("backbones", "list_backbones"),
+    "FeatureSet": ("features", "FeatureSet"), "extract": ("features", "extract"),
+    "load_features": ("features", "load_features"), "save_features": ("features", "save_features"),
+    "Leaderboard": ("leaderboard", "Leaderboard"), "leaderboard": ("leaderboard", "leaderboard"),
+    "load": ("loading", "load"), "Predictor": ("predictor", "Predictor"), "tune": ("tuning", "tune"),
+}
+"""Public name -> (module, attribute or None for the module itself), resolved on first access."""
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'adaptkit' has no attribute {name!r}")
-
+install(__name__, _PUBLIC)
 
 __all__ = ["APE", "Backbone", "CaptionCache", "FeatureSet", "GDA", "Leaderboard", "LinearProbe", "Predictor",
            "ProKeR", "TINY", "TipAdapter", "TipX", "TransductiveGDA", "ZeroShot", "__version__", "adapters",

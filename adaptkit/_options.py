@@ -17,3 +17,7 @@ WEIGHTINGS = ("sum", "softmax")
 """How ComCLIP weights its sub-image embeddings."""
 SERVE_ENGINES = ("local", "ray")
 """How ``adaptkit serve`` runs: uvicorn in this process, or Ray Serve replicas."""
+DATASET_NAMES = ("digits", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenet", "imagenet_v2", "imagenet_sketch",
+                 "imagenet_a", "imagenet_r", "imagefolder")
+"""Every dataset name :func:`adaptkit.datasets.load` accepts (checked against the loaders by a test)."""

@@ -140,8 +140,9 @@ def build_report(output: str | os.PathLike) -> Path:
                   "; ".join(f"<code>{html.escape(m)}</code>: {html.escape(', '.join(sorted(w)))}"
                             for m, w in sorted(weights.items())) + "</p><h3>Recipe</h3><pre>" +
                   html.escape(json.dumps(recipe, indent=1)) + "</pre>")
-    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'><title>adaptkit report: {html.escape(out.name)}"
-            f"</title><style>{STYLE}</style></head><body><h1>adaptkit report: {html.escape(out.name)}</h1>"
+    page = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+            f"<title>adaptkit report: {html.escape(out.name)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>adaptkit report: {html.escape(out.name)}</h1>"
             f"<h2>Accuracy versus shots</h2>{figures}<h2>Tables</h2>{_table_html(markdown_tables(rows))}"
             f"<h2>Best adapter per class</h2>{_per_class(rows, reports)}"
             f"<h2>Feature diagnostics</h2>{_diagnostics(reports)}<h2>Provenance</h2>{provenance}</body></html>\n")

@@ -134,3 +134,19 @@ def test_summary_table_is_mean_and_sample_std_over_seeds():
     rows += [{"adapter": "gda", "shots": 4, "acc1": 0.8}]
     table = summary_table(rows)
     assert "| gda | 60.00 ± 10.00 | 80.00 ± 0.00 |" in table
+
+
+def test_version_and_help_start_without_importing_torch():
+    """`adaptkit --version` and `--help` import neither torch nor the library behind the commands."""
+    from adaptkit._options import DATASET_NAMES
+    from adaptkit.data import NAMES
+
+    assert DATASET_NAMES == NAMES
+    for flag in ("--version", "--help"):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "adaptkit.cli", flag], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+        assert not {"torch", "open_clip", "sklearn", "numpy"} & imported, flag
+    assert "adaptkit " in subprocess.run([sys.executable, "-m", "adaptkit.cli", "--version"], capture_output=True,
+                                         text=True, timeout=60).stdout

@@ -21,7 +21,7 @@ import warnings
 
 import typer
 
-from .._options import CONDENSE_POLICIES, DECODERS, ENGINES, ON_ERROR, TTA_METHODS, WEIGHTINGS
+from .._options import CONDENSE_POLICIES, DATASET_NAMES, DECODERS, ENGINES, ON_ERROR, TTA_METHODS, WEIGHTINGS
 from .._version import __version__
 
 app = typer.Typer(help="Training-free adaptation of frozen CLIP models.", no_args_is_help=True,
@@ -46,14 +46,8 @@ def _choices(name: str, values) -> type[enum.Enum]:
     return enum.Enum(name, {v: v for v in values}, type=str)
 
 
-def _dataset_names():
-    from ..data import NAMES  # the names only; deferred with the rest of the library (start-up time)
-
-    return NAMES
-
-
-DatasetName = _choices("DatasetName", _dataset_names())
-PreparableName = _choices("PreparableName", [n for n in _dataset_names() if n not in ("digits", "imagefolder")])
+DatasetName = _choices("DatasetName", DATASET_NAMES)
+PreparableName = _choices("PreparableName", [n for n in DATASET_NAMES if n not in ("digits", "imagefolder")])
 Method = _choices("Method", TTA_METHODS)
 Condense = _choices("Condense", CONDENSE_POLICIES)
 OnError = _choices("OnError", ON_ERROR)

@@ -16,7 +16,7 @@ from .imagenet_variants import VARIANTS, load_imagenet_variant
 BUILTIN = ("digits",)
 IMAGENET_VARIANTS = tuple(VARIANTS)
 NAMES = BUILTIN + COOP_DATASETS + IMAGENET_VARIANTS + ("imagefolder",)
-"""Every name :func:`load` accepts."""
+"""Every name :func:`load` accepts (the CLI's choices are ``adaptkit._options.DATASET_NAMES``, the same)."""
 
 
 def available() -> tuple[str, ...]:
