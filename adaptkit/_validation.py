@@ -16,9 +16,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device is {device!r} but this machine has no CUDA device torch can use "
+                             f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); use 'cpu' or 'auto'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device is {device!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return resolved
 
 
 def _as_tensor(value, name: str) -> torch.Tensor:

@@ -24,7 +24,7 @@ from pathlib import Path
 from ._version import __version__
 from .adapters import ADAPTERS
 from .backbones import Backbone
-from .data.base import Dataset
+from .data.base import Dataset, DatasetFilesMissing
 from .diagnostics import diagnose, diagnostics_markdown
 from .features import extract
 from .leaderboard import leaderboard
@@ -136,21 +136,26 @@ def _check_only(recipe, only: dict[str, set[str]]) -> None:
             raise ValueError(f"only filters by {', '.join(ONLY_FIELDS)}; got {name!r}")
         unknown = sorted(set(values) - set(existing[name]))
         if unknown:
-            raise ValueError(f"only {name}={','.join(unknown)} matches nothing in {recipe.source}; its {name} values "
+            raise ValueError(f"only: {name} {', '.join(unknown)} matches nothing in {recipe.source}; its {name} values "
                              f"are {', '.join(existing[name])}")
 
 
 def load_datasets(recipe) -> dict[str, Dataset]:
     """Every dataset of the recipe, checked before any backbone is built; the problems of all of
     them are reported together."""
-    datasets, problems = {}, []
+    datasets, problems, missing = {}, [], []
     for spec in recipe.datasets:
         try:
             datasets[spec.label] = spec.load()
         except (ValueError, TypeError, FileNotFoundError) as err:
-            problems.append(f"{spec.label}: {err}")
+            text = str(err)
+            problems.append(text if text.startswith(f"{spec.label}:") else f"{spec.label}: {text}")
+            if isinstance(err, DatasetFilesMissing):
+                missing.extend(err.missing)
     if problems:
-        raise ValueError(f"{len(problems)} dataset(s) of {recipe.source} cannot be loaded:\n  " + "\n  ".join(problems))
+        message = f"{len(problems)} dataset(s) of {recipe.source} cannot be loaded:\n  " + "\n  ".join(problems)
+        raise DatasetFilesMissing(message, missing=missing) if missing and len(missing) == len(problems) else \
+            ValueError(message)
     return datasets
 
 
@@ -177,7 +182,7 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
         write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
         reports = {}
         for spec in recipe.backbones:
-            backbone = Backbone(spec.name, pretrained=spec.pretrained, device=recipe.device)
+            backbone = Backbone(spec.name, pretrained=spec.pretrained, device=recipe.device, precision=spec.precision)
             label = backbone_label(backbone.identity)
             for dataset_spec in recipe.datasets:
                 dataset = datasets[dataset_spec.label]

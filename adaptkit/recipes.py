@@ -23,6 +23,7 @@ templates = "birds-prompts.json" # optional: templates ({} or {c}) or CuPL {clas
 [[backbones]]
 name = "ViT-B-16"
 pretrained = "openai"            # tag or weights file; leave out for a random init
+precision = "auto"               # optional: auto, fp32, amp (fp16 autocast) or amp_bf16
 
 [grids.tip_adapter]              # optional: replaces an adapter's default search space
 beta = [1.0, 3.0, 5.5]
@@ -44,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._options import PRECISIONS
 from ._params import DEVICE, NON_NEGATIVE_INT, POSITIVE_INT, Float, StrOptions, check_params
 from .adapters import ADAPTERS
 from .data import available, load
@@ -60,7 +62,7 @@ TOP_KEYS = {"output", "shots", "seeds", "views", "adapters", "datasets", "backbo
             "device", "cache_dir", "workers", "imports"}
 DATASET_KEYS = {"name", "root", "label", "classnames", "templates", "val_fraction", "test_fraction", "split_seed"}
 FOLDER_OPTIONS = {"val_fraction", "test_fraction", "split_seed"}
-BACKBONE_KEYS = {"name", "pretrained"}
+BACKBONE_KEYS = {"name", "pretrained", "precision"}
 
 
 @dataclass
@@ -105,6 +107,7 @@ class DatasetSpec:
 class BackboneSpec:
     name: str
     pretrained: str | None = None
+    precision: str = "auto"
 
 
 @dataclass
@@ -180,7 +183,7 @@ TOP_CONSTRAINTS = {"views": [POSITIVE_INT], "batch_size": [POSITIVE_INT], "outpu
 DATASET_CONSTRAINTS = {"root": [TEXT], "label": [TEXT], "val_fraction": [Float(0, 1, closed="neither")],
                        "test_fraction": [Float(0, 1, closed="neither")], "split_seed": [NON_NEGATIVE_INT]}
 """Allowed values of a ``[[datasets]]`` table's scalar keys."""
-BACKBONE_CONSTRAINTS = {"name": [TEXT], "pretrained": [TEXT]}
+BACKBONE_CONSTRAINTS = {"name": [TEXT], "pretrained": [TEXT], "precision": [StrOptions(set(PRECISIONS))]}
 """Allowed values of a ``[[backbones]]`` table's keys."""
 
 
@@ -303,7 +306,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
         if "name" not in table:
             raise _fail(source, f"backbones[{i}].name", "missing: an open_clip architecture name")
         _check_values(source, f"backbones[{i}]", table, BACKBONE_CONSTRAINTS)
-        backbones.append(BackboneSpec(table["name"], table.get("pretrained")))
+        backbones.append(BackboneSpec(table["name"], table.get("pretrained"), table.get("precision", "auto")))
     adapters = data["adapters"]
     if not isinstance(adapters, list) or not adapters:
         raise _fail(source, "adapters", "expected a non-empty list of adapter names")

@@ -184,8 +184,9 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
 def markdown_tables(rows: Sequence[dict]) -> str:
     """One table per backbone and shot count: adapters × datasets (+ Average), ``mean ± std``, percent."""
     summary = summarize(rows)
-    blocks = ["Top-1 test accuracy (%), mean ± std over seeds; hyper-parameters tuned on validation "
-              "data only (ImageNet: held-out training images, never the test set)."]
+    imagenet = any(str(row.get("dataset", "")).startswith("imagenet") for row in rows)
+    blocks = ["Top-1 test accuracy (%), mean ± std over seeds; hyper-parameters tuned on validation data only" +
+              (" (ImageNet: held-out training images, never the test set)." if imagenet else ".")]
     for backbone, shots in sorted({(b, k) for b, k, _ in summary}):
         adapters = [a for b, k, a in summary if (b, k) == (backbone, shots)]
         columns = sorted({d for a in adapters for d in summary[backbone, shots, a]} - {"Average"})

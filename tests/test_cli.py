@@ -150,3 +150,34 @@ def test_version_and_help_start_without_importing_torch():
         assert not {"torch", "open_clip", "sklearn", "numpy"} & imported, flag
     assert "adaptkit " in subprocess.run([sys.executable, "-m", "adaptkit.cli", "--version"], capture_output=True,
                                          text=True, timeout=60).stdout
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line_naming_the_device():
+    result = runner.invoke(app, ["demo", "--device", "cuda"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "device is 'cuda' but this machine has no CUDA device" in result.output
+
+
+def test_quiet_and_debug_work_before_the_sub_command(tmp_path):
+    quiet = runner.invoke(app, ["--quiet", "models"])
+    assert quiet.exit_code == 0 and "adaptkit-tiny" in quiet.output
+    debug = runner.invoke(app, ["--debug", "demo", "--dataset", "dtd"])
+    assert isinstance(debug.exception, ValueError) and "root is required" in str(debug.exception)
+    plain = runner.invoke(app, ["demo", "--dataset", "dtd"])
+    assert plain.exit_code == 1 and "adaptkit: error: root is required" in plain.output
+
+
+def test_precision_is_a_choice_on_commands_and_in_recipes(tmp_path):
+    from adaptkit.recipes import RecipeError, parse_recipe
+
+    bad = runner.invoke(app, ["extract", "digits", "--precision", "fp64"])
+    assert bad.exit_code == 2 and "fp64" in bad.output
+    done = runner.invoke(app, ["extract", "digits", "--precision", "fp32", "--shots", "1", "--cache-dir", str(tmp_path),
+                               "--device", "cpu", "--quiet"])
+    assert done.exit_code == 0, done.output
+    base = {"adapters": ["gda"], "datasets": [{"name": "digits"}]}
+    recipe = parse_recipe({**base, "backbones": [{"name": "adaptkit-tiny", "precision": "fp32"}]}, "p.toml")
+    assert recipe.backbones[0].precision == "fp32"
+    with pytest.raises(RecipeError, match=r"backbones\[0\].precision: The 'precision' parameter"):
+        parse_recipe({**base, "backbones": [{"name": "adaptkit-tiny", "precision": "fp64"}]}, "p.toml")

@@ -114,7 +114,7 @@ def test_only_filters_are_checked_and_never_overwrite_the_full_tables(tmp_path):
     full = compare(recipe, progress=False)
     out = Path(recipe.output)
     table = (out / "table.md").read_text()
-    with pytest.raises(ValueError, match="only adapter=gdaa matches nothing in test.toml; its adapter values are "
+    with pytest.raises(ValueError, match="only: adapter gdaa matches nothing in test.toml; its adapter values are "
                                          "zero_shot, gda, tip_adapter"):
         compare(recipe, only={"adapter": {"gdaa"}}, progress=False)
     subset = compare(recipe, only={"adapter": {"gda"}, "shots": {"2"}}, progress=False)
@@ -150,4 +150,20 @@ name = "adaptkit-tiny"
     assert bad.exit_code != 0 and "FIELD=v1,v2" in bad.output
     typo = runner.invoke(app, ["compare", str(recipe), "--only", "adapter=gdaa", "--output", str(out)])
     assert typo.exit_code == 1 and "matches nothing" in typo.output
+    shots = runner.invoke(app, ["compare", str(recipe), "--only", "shots=32", "--output", str(out)])
+    assert "only: shots 32 matches nothing" in shots.output and "--shots" not in shots.output
+    assert "tables and figures not written (an unfiltered run writes them)" in result.output
+    assert "ImageNet" not in result.output
+
+
+def test_every_missing_dataset_is_named_once_with_its_next_step(tmp_path):
+    recipe = tmp_path / "two.toml"
+    recipe.write_text('adapters = ["gda"]\n[[datasets]]\nname = "dtd"\nroot = "{0}"\n[[datasets]]\nname = "eurosat"\n'
+                      'root = "{0}"\n[[backbones]]\nname = "adaptkit-tiny"\n'.format(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["compare", str(recipe)])
+    assert result.exit_code == 1
+    assert "dtd: dtd:" not in result.output and "eurosat: eurosat:" not in result.output
+    assert "2 dataset(s)" in result.output
+    for name in ("dtd", "eurosat"):
+        assert f"next: adaptkit data prepare {name} --root {tmp_path / 'data'}" in result.output
 

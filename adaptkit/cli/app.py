@@ -21,7 +21,7 @@ import warnings
 
 import typer
 
-from .._options import CONDENSE_POLICIES, DATASET_NAMES, DECODERS, ENGINES, ON_ERROR, TTA_METHODS, WEIGHTINGS
+from .._options import CONDENSE_POLICIES, DATASET_NAMES, DECODERS, ENGINES, ON_ERROR, PRECISIONS, TTA_METHODS, WEIGHTINGS
 from .._version import __version__
 
 app = typer.Typer(help="Training-free adaptation of frozen CLIP models.", no_args_is_help=True,
@@ -54,10 +54,12 @@ OnError = _choices("OnError", ON_ERROR)
 Engine = _choices("Engine", ENGINES)
 Decode = _choices("Decode", DECODERS)
 Weighting = _choices("Weighting", WEIGHTINGS)
+Precision = _choices("Precision", PRECISIONS)
 
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars, no warnings")
 DEBUG = typer.Option(False, "--debug", envvar="ADAPTKIT_DEBUG", help="show tracebacks of errors")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N")
+PRECISION = typer.Option("auto", help="auto (fp16 autocast on CUDA, fp32 on CPU), fp32, amp (fp16) or amp_bf16")
 WORKERS = typer.Option("auto", help="image-decoding processes: auto (one per usable CPU) or a number ≥ 0")
 
 
@@ -71,7 +73,7 @@ def _next_step(err: Exception) -> str:
     from ..data.base import DatasetFilesMissing  # deferred (start-up time)
 
     if isinstance(err, DatasetFilesMissing):
-        return f"\nnext: adaptkit data prepare {err.dataset} --root {err.root}"
+        return "".join(f"\nnext: adaptkit data prepare {dataset} --root {root}" for dataset, root in err.missing)
     return ""
 
 
@@ -90,7 +92,10 @@ def _setup(quiet: bool, debug: bool) -> None:
     log.setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING)
     if quiet:
         warnings.simplefilter("ignore")
-    os.environ["ADAPTKIT_DEBUG"] = "1" if debug else os.environ.get("ADAPTKIT_DEBUG", "")
+
+
+GLOBAL_FLAGS = {"quiet": False, "debug": False}
+"""--quiet and --debug given before the sub-command (``adaptkit --quiet demo``)."""
 
 
 def command(function):
@@ -98,13 +103,14 @@ def command(function):
 
     @functools.wraps(function)
     def run(*args, quiet: bool = False, debug: bool = False, **kwargs):
+        quiet, debug = quiet or GLOBAL_FLAGS["quiet"], debug or GLOBAL_FLAGS["debug"]
         _setup(quiet, debug)
         try:
             return function(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
         except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
-            if debug or os.environ.get("ADAPTKIT_DEBUG", "") not in ("", "0"):
+            if debug:
                 raise
             typer.echo(f"adaptkit: error: {_in_cli_terms(str(err))}{_next_step(err)}", err=True)
             raise typer.Exit(1) from None
@@ -162,5 +168,7 @@ def _import_modules(modules: list[str]) -> list[str]:
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="print adaptkit's version and exit"),
          imports: list[str] = typer.Option([], "--import", metavar="MODULE", callback=_import_modules,
-                                           help="import a module first (e.g. one defining adapters); repeatable")) -> None:
+                                           help="import a module first (e.g. one defining adapters); repeatable"),
+         quiet: bool = QUIET, debug: bool = DEBUG) -> None:
     """Training-free adaptation of frozen CLIP models."""
+    GLOBAL_FLAGS.update(quiet=quiet, debug=debug)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, Weighting, command, compose_app
+from .app import DEVICE, PRECISION, Precision, Weighting, command, compose_app
 
 
 @compose_app.command("eval")
@@ -21,6 +21,7 @@ def compose_eval(
     backbone: str = typer.Option("adaptkit-tiny", help="open_clip architecture"),
     pretrained: Optional[str] = typer.Option(None, help="open_clip tag or weights file"),
     weighting: Weighting = typer.Option("sum", help="sum (official) or softmax"),
+    precision: Precision = PRECISION,
     device: str = DEVICE,
 ) -> None:
     """CLIP and ComCLIP side by side on a compositional benchmark CSV; every row counts."""
@@ -29,7 +30,7 @@ def compose_eval(
     from ..compose.evaluation import read_benchmark
 
     read_benchmark(csv_path)
-    model = Backbone(backbone, pretrained=pretrained, device=device)
+    model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
     results = evaluate_csv(csv_path, ComCLIP(model, weighting=weighting.value), root=root)
     metrics = list(results["clip"])
     typer.echo(f"{csv_path} ({results['format']}, {results['rows']} rows, {model.name}):\n")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, WORKERS, DatasetName, Decode, Engine, OnError, app, command, workers_value
+from .app import DEVICE, PRECISION, WORKERS, DatasetName, Decode, Engine, OnError, Precision, app, command, workers_value
 
 
 @app.command()
@@ -32,6 +32,7 @@ def extract(
     address: Optional[str] = typer.Option(None, help="with --engine ray: the cluster to join (default: local Ray)"),
     decode: Decode = typer.Option("cpu", help="cpu, or gpu (nvjpeg) for JPEG files on a CUDA device"),
     on_error: OnError = typer.Option("raise", help="raise: stop at an unreadable image; skip: leave it out"),
+    precision: Precision = PRECISION,
     device: str = DEVICE,
 ) -> None:
     """Encode a dataset split into the feature cache and print where the features are stored."""
@@ -43,7 +44,7 @@ def extract(
 
     data = load(dataset.value, root=root)
     images = data.few_shot(shots, seed, split=split) if shots else data.split(split)
-    model = Backbone(backbone, pretrained=pretrained, device=device)
+    model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
     features = run_extract(model, images, views=views, seed=seed, batch_size=batch_size, cache_dir=cache_dir,
                            num_workers=workers_value(workers), engine=engine.value, address=address, decode=decode.value,
                            on_error=on_error.value)

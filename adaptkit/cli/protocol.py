@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, WORKERS, DatasetName, app, command, ints, workers_value
+from .app import DEVICE, PRECISION, WORKERS, DatasetName, Precision, app, command, ints, workers_value
 
 
 @app.command()
@@ -28,6 +28,7 @@ def demo(
                                              "--import MODULE registers your own)"),
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache directory"),
     workers: str = WORKERS,
+    precision: Precision = PRECISION,
     device: str = DEVICE,
 ) -> None:
     """Few-shot protocol on one dataset: every adapter tuned on validation, mean ± std test
@@ -40,7 +41,7 @@ def demo(
     start = time.perf_counter()
     shot_list, seed_list = ints(shots, "--shots", 1), ints(seeds, "--seeds", 0)
     data = load(dataset.value, root=root)
-    model = Backbone(backbone, pretrained=pretrained, device=device)
+    model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
     rows = evaluate_few_shot(model, data, adapter_names(adapters), shot_list, seed_list, views=views, cache_dir=cache_dir,
                              num_workers=workers_value(workers))
     typer.echo(f"\n{data.name}, {model.name} ({model.identity['weights']}), {len(data.classnames)} classes, "
@@ -110,7 +111,9 @@ def compare(
     where = result.output / "results.jsonl"
     typer.echo(f"{result.rows_in_file} rows in {where} ({result.new_rows} new); ", nl=False)
     if result.filtered:
-        typer.echo(f"filtered run: {len(result.rows)} rows shown, tables and figures left as they were "
+        kept = "left as they were" if (result.output / "table.md").exists() else \
+            "not written (an unfiltered run writes them)"
+        typer.echo(f"filtered run: {len(result.rows)} rows shown, tables and figures {kept} "
                    f"({time.perf_counter() - start:.1f} s)")
     else:
         typer.echo(f"tables, diagnostics, figures and report.html written to {result.output} "

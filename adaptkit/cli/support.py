@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, WORKERS, OnError, command, support_app, workers_value
+from .app import DEVICE, PRECISION, WORKERS, OnError, Precision, command, support_app, workers_value
 
 
 @support_app.command("build")
@@ -29,6 +29,7 @@ def support_build(
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache directory"),
     workers: str = WORKERS,
     on_error: OnError = typer.Option("skip", help="skip (default) or raise at an unreadable pool image"),
+    precision: Precision = PRECISION,
     device: str = DEVICE,
 ) -> None:
     """Build a K-shot support set per class by text-to-image retrieval from a local pool (SuS-X
@@ -43,7 +44,7 @@ def support_build(
     names = load_classnames(classes)
     prompts(names[:1], [template])
     images = open_pool(pool)
-    model = Backbone(backbone, pretrained=pretrained, device=device)
+    model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
     entry = run_extract(model, images, cache_dir=cache_dir, num_workers=workers_value(workers), on_error=on_error.value,
                         load=False)
     queries = [group[0] for group in prompts(names, [template])]

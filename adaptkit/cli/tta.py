@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, WORKERS, Condense, DatasetName, Method, app, command, workers_value
+from .app import DEVICE, PRECISION, WORKERS, Condense, DatasetName, Method, Precision, app, command, workers_value
 
 
 @app.command()
@@ -29,6 +29,7 @@ def tta(
     batch_size: int = typer.Option(16, min=1, help="images per step (samples still update the caches in order)"),
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache (tda)"),
     workers: str = WORKERS,
+    precision: Precision = PRECISION,
     device: str = DEVICE,
 ) -> None:
     """Stream a dataset split through a test-time method; print its accuracy against zero-shot."""
@@ -41,7 +42,7 @@ def tta(
     if method.value == "tda" and condense.value != "tca":
         raise typer.BadParameter("applies to --method tca only", param_hint="--condense")
     data = load(dataset.value, root=root)
-    model = Backbone(backbone, pretrained=pretrained, device=device)
+    model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
     result = evaluate_stream(method.value, model, data, split, limit=limit, seed=seed, batch_size=batch_size,
                              condense=condense.value, keep=keep, cache_dir=cache_dir,
                              num_workers=workers_value(workers), device=device)

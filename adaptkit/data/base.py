@@ -18,12 +18,13 @@ from .sources import WEBDATASET_IMAGE_KEYS, ArraySource, ImageSource, ParquetSou
 
 
 class DatasetFilesMissing(ValueError):
-    """A dataset's folder or files are not where its layout puts them (``adaptkit data prepare``
-    sets them up)."""
+    """Datasets' folders or files are not where their layouts put them (``adaptkit data prepare``
+    sets them up): ``missing`` lists (dataset, root) pairs."""
 
-    def __init__(self, message: str, dataset: str, root):
+    def __init__(self, message: str, dataset: str | None = None, root=None, *, missing=None):
         super().__init__(message)
-        self.dataset, self.root = dataset, root
+        self.missing = list(missing) if missing is not None else [(dataset, root)]
+        self.dataset, self.root = self.missing[0]
 
 
 class ImageSet:
