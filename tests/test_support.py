@@ -241,3 +241,12 @@ def test_cli_support_build(tmp_path):
     support = ak.load_features(out)
     assert support.features.shape == (12, 64) and support.classnames == ["cat", "dog", "ship"]
     assert len(set(support.metadata["paths"])) == 12 and "provenance" in support.metadata
+
+
+def test_class_queries_fill_templates_as_prompts_do():
+    from adaptkit.support import class_queries
+
+    assert class_queries(["cat", "dog"], "a photo of a {c}.") == ["a photo of a cat.", "a photo of a dog."]
+    assert class_queries(["cat"], "a {} photo", captions={"cat": "on a sofa"}) == ["a cat photo on a sofa"]
+    with pytest.raises(TypeError, match="template must be a string"):
+        class_queries(["cat"], ["a {}"])

@@ -21,12 +21,16 @@ from .._validation import check_features
 from .._version import __version__
 from ..features import FeatureSet
 from ..index import SupportIndex
+from ..text import prompts
 
 
 def class_queries(classnames: Sequence[str], template: str = "a photo of a {}.",
                   captions: Mapping[str, str] | Sequence[str] | None = None) -> list[str]:
-    """One query string per class: the filled template, followed by the class's caption if given."""
-    queries = [template.format(name) for name in classnames]
+    """One query string per class: the template filled as prompts are (``{}`` or ``{c}``), followed
+    by the class's caption if given."""
+    if not isinstance(template, str):
+        raise TypeError(f"template must be a string such as 'a photo of a {{}}.'; got {type(template).__name__}")
+    queries = [group[0] for group in prompts(classnames, [template])]
     if captions is None:
         return queries
     if isinstance(captions, Mapping):
