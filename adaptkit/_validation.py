@@ -29,10 +29,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def _as_tensor(value, name: str) -> torch.Tensor:
+    """A dense tensor of ``value``, detached from any autograd graph (adapters are closed-form:
+    fitted state never keeps a graph alive, and copies of it work)."""
     if isinstance(value, torch.Tensor):
         if value.is_sparse:
             raise TypeError(f"{name} is a sparse tensor; adaptkit needs dense features (call .to_dense())")
-        return value
+        return value.detach()
     if scipy.sparse.issparse(value):
         raise TypeError(f"{name} is a sparse matrix; adaptkit needs dense features (call .toarray())")
     if not isinstance(value, (np.ndarray, list, tuple)) and not hasattr(value, "__array__"):

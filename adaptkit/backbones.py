@@ -134,10 +134,15 @@ def open_clip_logging(random_init: bool = False) -> Iterator[None]:
 
 
 def _how_to_pass(name: str) -> str:
-    return (f"Download the checkpoint where there is internet (e.g. "
-            f"huggingface-cli download <repo> or open_clip.create_model_and_transforms({name!r}, "
-            "pretrained=<tag>)), then pass the file as pretrained (CLI: --pretrained FILE), or the "
-            "downloaded folder with open_clip_config.json as 'local-dir:/path/to/folder'.")
+    """What to do offline: the weights file as pretrained for an architecture name; for a hub name
+    (which takes no pretrained file) the downloaded folder as local-dir:."""
+    if name.startswith("hf-hub:"):
+        repo = name[len("hf-hub:"):]
+        return (f"Download the checkpoint where there is internet (hf download {repo} --local-dir <folder>, "
+                "huggingface_hub >= 1.0; huggingface-cli download before), then use the folder, which holds "
+                "open_clip_config.json and the weights, as name='local-dir:<folder>'.")
+    return (f"Download the weights where there is internet (open_clip.create_model_and_transforms({name!r}, "
+            "pretrained=<tag>) caches them), then pass the weights file as pretrained (CLI: --pretrained FILE).")
 
 
 class Backbone:
@@ -207,6 +212,8 @@ class Backbone:
             return f"hf-hub:{repo}", "hf-hub", repo
         if name.startswith("local-dir:"):
             folder = expand_path(name[len("local-dir:"):].strip()).resolve()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"name={name!r}: the folder {folder} does not exist")
             if not (folder / "open_clip_config.json").is_file():
                 raise ValueError(f"name={name!r}: {folder} has no open_clip_config.json (a local-dir: folder holds "
                                  "the config and the weights of one checkpoint)")
@@ -403,8 +410,10 @@ class Backbone:
 
         Returns (N, D) L2-normalised float32 features on CPU."""
         if isinstance(images, torch.Tensor):
-            if images.ndim != 4 or images.shape[1] != 3:
-                raise ValueError(f"images as a tensor must have shape (N, 3, H, W); got {tuple(images.shape)}")
+            if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != self.image_size:
+                raise ValueError(f"images as a tensor must be preprocessed pixels of shape (N, 3, "
+                                 f"{self.image_size[0]}, {self.image_size[1]}) for {self.name}; got "
+                                 f"{tuple(images.shape)} (pass PIL images or files to have them preprocessed)")
             batches = images.split(batch_size)
         else:
             if isinstance(images, (str, os.PathLike)) or hasattr(images, "convert"):

@@ -350,4 +350,6 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise RecipeError(f"{path}: not valid TOML ({err})") from err
+    except RecursionError:
+        raise RecipeError(f"{path}: arrays or tables nested too deeply to be a recipe") from None
     return parse_recipe(data, str(path), base=path.parent)

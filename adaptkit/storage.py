@@ -48,7 +48,7 @@ def read_text(path: str | os.PathLike, what: str) -> str:
     ``FileNotFoundError`` when absent, ``ValueError`` for a folder or text that is not UTF-8."""
     path = expand_path(path, what)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is dropped
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except IsADirectoryError:

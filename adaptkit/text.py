@@ -51,7 +51,11 @@ Prompts = Sequence[str] | Mapping[str, Sequence[str]]
 
 
 def _fill(template: str, name: str) -> str:
-    fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as err:  # unbalanced braces
+        raise ValueError(f"template {template!r} is not a format string ({err}); write {{}} or {{c}} for the class "
+                         "name and {{ }} for literal braces") from None
     if len(fields) != 1 or fields[0] not in ("", "c"):
         raise ValueError(f"each template must contain exactly one '{{}}' or '{{c}}' placeholder for the class "
                          f"name; got {template!r} (a dict {{class name: [prompts]}} gives ready sentences per class)")
@@ -98,11 +102,25 @@ def load_prompts(path: str | os.PathLike) -> list[str] | dict[str, list[str]]:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(value, (list, dict)):
             raise ValueError(f"{path}: expected a JSON list of templates or a dict of class name -> prompts")
+        if isinstance(value, list):
+            _check_templates(value, path)
         return value
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if not lines:
         raise ValueError(f"{path}: no templates (one per line)")
+    _check_templates(lines, path)
     return lines
+
+
+def _check_templates(templates: list, path) -> None:
+    """Every template of a file fills, or a ValueError naming the file and the line's template."""
+    for template in templates:
+        if not isinstance(template, str):
+            raise ValueError(f"{path}: templates must be strings; got {template!r}")
+        try:
+            _fill(template, "x")
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def load_classnames(path: str | os.PathLike) -> list[str]:

@@ -86,3 +86,23 @@ def test_two_image_folders_are_two_datasets(tmp_path):
     result = compare(recipe, progress=False)
     assert sorted(r["dataset"] for r in result.rows) == ["bee", "imagefolder:images"]
 
+
+
+def test_a_bom_deep_nesting_and_a_bad_template_file_get_clear_messages(tmp_path):
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'adapters = ["gda"]\n[[datasets]]\nname = "digits"\n[[backbones]]\nname = "adaptkit-tiny"\n')
+    assert load_recipe(bom).adapters == ["gda"]
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(RecipeError, match="deep.toml: arrays or tables nested too deeply"):
+        load_recipe(deep)
+    templates = tmp_path / "prompts.txt"
+    templates.write_text("a photo of a {}.\na {name} in the wild\n")
+    recipe = tmp_path / "t.toml"
+    recipe.write_text(f'adapters = ["gda"]\n[[datasets]]\nname = "digits"\ntemplates = "{templates}"\n'
+                      '[[backbones]]\nname = "adaptkit-tiny"\n')
+    with pytest.raises(RecipeError, match=r"prompts.txt: each template must contain exactly one .*'a \{name\} in the wild'"):
+        load_recipe(recipe)
+    templates.write_text("a photo of a {.\n")
+    with pytest.raises(RecipeError, match=r"prompts.txt: template 'a photo of a \{.' is not a format string"):
+        load_recipe(recipe)

@@ -144,6 +144,7 @@ def test_a_state_is_a_value_forked_streams_stay_independent():
 
 @pytest.mark.parametrize("damage,match", [
     (lambda s: s["pos_keys"].__setitem__((0, 0, 0), float("nan")), r"state\['pos_keys'\] holds NaN or infinite"),
+    (lambda s: s["pos_keys"].__setitem__((0, 0), 3.0), r"state\['pos_keys'\] holds keys that are not L2-normalised"),
     (lambda s: s["pos_entropy"].__setitem__((1, 0), float("nan")), r"state\['pos_entropy'\] holds NaN"),
     (lambda s: s["neg_masks"].__setitem__((0, 0, 0), 0.5), r"state\['neg_masks'\] holds values other than 0"),
     (lambda s: s.__setitem__("neg_keys", s["neg_keys"].double()), r"state\['neg_keys'\] must be float32"),

@@ -20,9 +20,14 @@ from ..storage import UntrustedFileError, read_checked, write_checked
 STATE_FORMAT_VERSION = 1
 
 
+KEY_NORM_TOLERANCE = 1e-3
+"""How far from 1 the norm of a stored key may be (float32 rounding of normalised features)."""
+
+
 def check_state(state, expected: dict[str, tuple[tuple[int, ...], str]], owner: str) -> dict[str, torch.Tensor]:
     """Validate ``state`` against ``expected`` {name: (shape, kind)}, kind one of ``"finite"``,
-    ``"entropy"`` (finite or +inf for an empty slot), ``"mask"`` (0 or 1); return float32 copies."""
+    ``"keys"`` (finite rows of unit norm, or zero rows for empty slots), ``"entropy"`` (finite or
+    +inf for an empty slot), ``"mask"`` (0 or 1); return float32 copies."""
     if not isinstance(state, dict):
         raise TypeError(f"{owner} state must be a dict of tensors; got {type(state).__name__}")
     if set(state) != set(expected):
@@ -40,11 +45,16 @@ def check_state(state, expected: dict[str, tuple[tuple[int, ...], str]], owner: 
             bad = torch.isnan(tensor) | (tensor == -math.inf) | (tensor < 0)
         elif kind == "mask":
             bad = (tensor != 0) & (tensor != 1)
+        elif kind == "keys" and bool(torch.isfinite(tensor).all()):
+            norms = tensor.norm(dim=-1)
+            bad = ((norms - 1).abs() > KEY_NORM_TOLERANCE) & (norms != 0)
         else:
+            kind = "finite"
             bad = ~torch.isfinite(tensor)
         if bool(bad.any()):
             what = {"entropy": "NaN, negative or -inf entropies (+inf marks an empty slot)",
-                    "mask": "values other than 0 and 1", "finite": "NaN or infinite values"}[kind]
+                    "mask": "values other than 0 and 1", "finite": "NaN or infinite values",
+                    "keys": "keys that are not L2-normalised (rows of norm 1, or 0 for an empty slot)"}[kind]
             raise ValueError(f"{owner} state[{name!r}] holds {what}")
         out[name] = tensor.detach().clone()
     return out

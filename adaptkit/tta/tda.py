@@ -121,6 +121,12 @@ class TDA:
         k, v = keys.flatten(0, 1)[filled], values.flatten(0, 1)[filled]
         return torch.exp(-beta * (1.0 - k @ x)) @ v
 
+    def __repr__(self) -> str:
+        filled = int(torch.isfinite(self.pos_entropy).sum()), int(torch.isfinite(self.neg_entropy_values).sum())
+        return (f"TDA({self.text_weights.shape[0]} classes, pos_capacity={self.pos_capacity}, pos_alpha={self.pos_alpha}, "
+                f"pos_beta={self.pos_beta}, neg_capacity={self.neg_capacity}, neg_alpha={self.neg_alpha}, "
+                f"neg_beta={self.neg_beta}, device='{self.device}'; cached: {filled[0]} positive, {filled[1]} negative)")
+
     def update_predict(self, X) -> torch.Tensor:
         """Process (N, D) features (or one (D,) feature) in order, updating the caches with each
         before predicting it; returns logits (N, C) on the cache device."""
@@ -147,8 +153,8 @@ class TDA:
 
     def _state_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         c, d = self.text_weights.shape
-        return {"pos_keys": ((c, self.pos_capacity, d), "finite"), "pos_entropy": ((c, self.pos_capacity), "entropy"),
-                "neg_keys": ((c, self.neg_capacity, d), "finite"), "neg_entropy": ((c, self.neg_capacity), "entropy"),
+        return {"pos_keys": ((c, self.pos_capacity, d), "keys"), "pos_entropy": ((c, self.pos_capacity), "entropy"),
+                "neg_keys": ((c, self.neg_capacity, d), "keys"), "neg_entropy": ((c, self.neg_capacity), "entropy"),
                 "neg_masks": ((c, self.neg_capacity, c), "mask")}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
