@@ -33,7 +33,9 @@ paths, captions, options); an on-disk index also needs its folder of lists.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 try:  # faiss is an extra (its cpu or its gpu build, never both): everything else works without it
@@ -53,6 +55,21 @@ from .storage import expand_path, read_checked, write_checked
 KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 INDEX_FORMAT = "adaptkit-support-index"
 INDEX_FORMAT_VERSION = 1
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """faiss's C++ code prints progress ("resizing ...") on file descriptor 1; send it to stderr so
+    that a command's standard output stays its own."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def require_faiss() -> None:
@@ -257,7 +274,8 @@ class SupportIndex:
             del block
         labels.flush()
         ids.flush()
-        merge_ondisk(trained, blocks, str(folder / "lists.ivfdata"))
+        with _stdout_to_stderr():
+            merge_ondisk(trained, blocks, str(folder / "lists.ivfdata"))
         for path in blocks:
             os.unlink(path)
         index._index = trained

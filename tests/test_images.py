@@ -226,3 +226,25 @@ def test_gpu_decoding_encodes_like_cpu_decoding_and_falls_back_for_other_formats
         again = ak.extract(cuda, images, views=views, seed=4, cache_dir=False, progress=False, decode="gpu",
                            batch_size=5)
         torch.testing.assert_close(again.features, gpu.features, atol=2e-3, rtol=0)
+
+
+def test_a_fifo_a_symlink_loop_and_a_bytes_path_are_handled_in_seconds(tiny, tmp_path):
+    import time
+
+    paths = write_jpegs(tmp_path / "ok", n_classes=1, per_class=2, size=(32, 32))
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    files = [paths[0], str(fifo), str(loop), os.fsencode(paths[1])]
+    images = ak.datasets.ImageSet(files, [0, 0, 0, 0], ["a"], "odd files")
+    start = time.perf_counter()
+    kept = ak.extract(tiny, images, cache_dir=str(tmp_path / "cache"), on_error="skip", num_workers=0, progress=False)
+    assert time.perf_counter() - start < 30
+    reasons = {entry["image"].rsplit("/", 1)[-1]: entry["reason"] for entry in kept.metadata["skipped"]}
+    assert "not a regular file" in reasons["pipe.jpg"] and "loop.jpg" in reasons
+    assert len(kept) == 2
+    expected = tiny.encode_images([paths[0], paths[1]])
+    torch.testing.assert_close(kept.features, expected)
+    with pytest.raises(ValueError, match="pipe.jpg.*not a regular file"):
+        ak.extract(tiny, images, cache_dir=False, num_workers=0, progress=False)

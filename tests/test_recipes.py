@@ -90,7 +90,8 @@ def test_two_image_folders_are_two_datasets(tmp_path):
 
 def test_a_bom_deep_nesting_and_a_bad_template_file_get_clear_messages(tmp_path):
     bom = tmp_path / "bom.toml"
-    bom.write_bytes(b"\xef\xbb\xbf" + b'adapters = ["gda"]\n[[datasets]]\nname = "digits"\n[[backbones]]\nname = "adaptkit-tiny"\n')
+    bom.write_bytes(b"\xef\xbb\xbf" + b'adapters = ["gda"]\n[[datasets]]\nname = "digits"\n'
+                    b'[[backbones]]\nname = "adaptkit-tiny"\n')
     assert load_recipe(bom).adapters == ["gda"]
     deep = tmp_path / "deep.toml"
     deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")

@@ -95,13 +95,15 @@ def test_save_load_round_trip_and_damage(tmp_path):
         SupportIndex.load(path)
 
 
-def test_out_of_core_index_over_a_sharded_store_finds_the_exact_neighbours(tiny, tmp_path):
+def test_out_of_core_index_over_a_sharded_store_finds_the_exact_neighbours(tiny, tmp_path, capfd):
     rng = np.random.default_rng(0)
     images = ak.datasets.ImageSet(rng.integers(0, 255, (900, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 900),
                                   ["a", "b", "c"], "pool")
     entry = ak.extract(tiny, images, cache_dir=tmp_path / "cache", load=False, shard_size=128, progress=False)
     assert len(entry.manifest["shards"]) == 4
+    capfd.readouterr()
     on_disk = SupportIndex.from_entry(entry, tmp_path / "lists", "ivf_flat", nlist=8, nprobe=8, train_size=400)
+    assert capfd.readouterr().out == "", "faiss's progress goes to stderr, never stdout"
     features = entry.load().features
     exact = SupportIndex(features.shape[1], "flat", device="cpu").add(features)
     queries = features[::30] + 0.01 * torch.randn(30, features.shape[1])

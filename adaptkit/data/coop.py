@@ -55,7 +55,7 @@ def _missing(path: Path, what: str, name: str) -> DatasetFilesMissing:
     while root.name != LAYOUTS[name].folder and root.parent != root:
         root = root.parent
     return DatasetFilesMissing(f"{name}: {what} not found at {path}. Prepare the dataset in CoOp's layout "
-                               f"(root/{LAYOUTS[name].folder}/...) or point root= at the folder that contains it.",
+                               f"(root/{LAYOUTS[name].folder}/...), or give as root the folder that contains it.",
                                name, root.parent)
 
 

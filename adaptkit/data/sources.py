@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .decode import decode_image, display_path
+from .decode import ImageDecodeError, decode_image, display_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
@@ -35,10 +36,12 @@ WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gi
 def file_identity(path: str) -> bytes:
     """Absolute path, size and modification time of a file, as bytes (any file name encoding)."""
     try:
-        stat = os.stat(path)
+        info = os.stat(path)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"image file not found: {display_path(path)}") from err
-    return os.fsencode(os.path.abspath(path)) + f"|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    except OSError as err:  # a symlink loop, a permission: reading it fails later, where on_error applies
+        return os.fsencode(os.path.abspath(path)) + f"|unreadable|{err.errno}".encode()
+    return os.fsencode(os.path.abspath(path)) + f"|{info.st_size}|{info.st_mtime_ns}".encode()
 
 
 class ImageSource:
@@ -82,17 +85,32 @@ class PathSource(ImageSource):
 
     kind = "paths"
 
-    def __init__(self, paths: Sequence[str | os.PathLike]):
-        self.paths = [os.fspath(p) for p in paths]
+    def __init__(self, paths: Sequence[str | os.PathLike | bytes]):
+        # os.fsdecode: a bytes path (os.listdir(b".") gives them for non-UTF-8 names) names a file;
+        # it is never the image's content
+        self.paths = [os.fsdecode(p) for p in paths]
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _regular(self, index: int) -> str:
+        """The path, after checking it is a regular file: opening a FIFO or a device would block."""
+        path = self.paths[index]
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image file not found: {display_path(path)}") from None
+        except OSError as err:
+            raise ImageDecodeError(display_path(path), f"cannot be read ({err})") from None
+        if not stat.S_ISREG(mode):
+            raise ImageDecodeError(display_path(path), "not a regular file (a FIFO, a device or a folder)")
+        return path
+
     def load(self, index: int) -> Image.Image:
-        return decode_image(self.paths[index])
+        return decode_image(self._regular(index))
 
     def raw(self, index: int) -> bytes:
-        return Path(self.paths[index]).read_bytes()
+        return Path(self._regular(index)).read_bytes()
 
     def describe(self, index: int) -> str:
         return display_path(self.paths[index])
