@@ -60,7 +60,7 @@ unlabeled test features, and the backbone. An adapter that requires another is s
 
 def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], shots: Sequence[int],
                  seeds: Sequence[int], *, views: int = 10, grids: dict | None = None, cache_dir=None,
-                 batch_size: int = 256, num_workers: int | str = "auto",
+                 batch_size: int = 256, num_workers: int | str = "auto", on_error: str = "raise",
                  skip: Callable[[str, int, int], bool] = lambda *_: False,
                  on_row: Callable[[dict], None] = lambda row: None, progress: bool = True) -> tuple[list[dict], dict]:
     """Run the protocol on one dataset and backbone: (rows, diagnostics). One row per adapter ×
@@ -70,7 +70,8 @@ def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], 
         if name not in ADAPTERS:
             raise ValueError(f"adapter must be one of {sorted(ADAPTERS)}; got {name!r}")
     grids = grids or {}
-    options = {"cache_dir": cache_dir, "progress": progress, "batch_size": batch_size, "num_workers": num_workers}
+    options = {"cache_dir": cache_dir, "progress": progress, "batch_size": batch_size, "num_workers": num_workers,
+               "on_error": on_error}
     test = extract(backbone, dataset.split("test"), **options)
     text = backbone.text_classifier(dataset.classnames, dataset.templates)
     prompts = prompts_sha256(dataset.classnames, dataset.templates)
@@ -107,10 +108,10 @@ def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], 
 
 def evaluate_few_shot(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], shots: Sequence[int],
                       seeds: Sequence[int], *, views: int = 10, cache_dir=None, num_workers: int | str = "auto",
-                      progress: bool = True) -> list[dict]:
+                      on_error: str = "raise", progress: bool = True) -> list[dict]:
     """:func:`run_protocol` with default grids, returning every row."""
     return run_protocol(backbone, dataset, adapters, shots, seeds, views=views, cache_dir=cache_dir,
-                        num_workers=num_workers, progress=progress)[0]
+                        num_workers=num_workers, on_error=on_error, progress=progress)[0]
 
 
 @dataclass
@@ -205,6 +206,7 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
                 _, reports[f"{dataset.name} / {backbone.name}"] = run_protocol(
                     backbone, dataset, adapters, shots, seeds, views=recipe.views, grids=recipe.grids,
                     cache_dir=recipe.cache_dir, batch_size=recipe.batch_size, num_workers=recipe.workers,
+                    on_error=recipe.on_error,
                     skip=finished, on_row=record, progress=progress)
         rows, problems = read_results(results)
         selected = [row for row in rows if all(str(row.get(f)) in v for f, v in only.items())]

@@ -7,6 +7,7 @@ seeds = [1, 2, 3]
 views = 10
 adapters = ["zero_shot", "gda", "tip_adapter"]
 workers = "auto"                  # loader processes decoding images
+on_error = "raise"                # or "skip": leave unreadable images out (listed in each set's metadata)
 imports = ["my_adapters"]         # optional: modules imported first (adapters of your own register
                                   # themselves); found on sys.path or next to the recipe
 
@@ -45,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._options import PRECISIONS
+from ._options import ON_ERROR, PRECISIONS
 from ._params import DEVICE, NON_NEGATIVE_INT, POSITIVE_INT, Float, StrOptions, check_params
 from .adapters import ADAPTERS
 from .data import available, load
@@ -59,7 +60,7 @@ else:
     import tomli as tomllib
 
 TOP_KEYS = {"output", "shots", "seeds", "views", "adapters", "datasets", "backbones", "grids", "batch_size",
-            "device", "cache_dir", "workers", "imports"}
+            "device", "cache_dir", "workers", "imports", "on_error"}
 DATASET_KEYS = {"name", "root", "label", "classnames", "templates", "val_fraction", "test_fraction", "split_seed"}
 FOLDER_OPTIONS = {"val_fraction", "test_fraction", "split_seed"}
 BACKBONE_KEYS = {"name", "pretrained", "precision"}
@@ -127,6 +128,7 @@ class Recipe:
     cache_dir: str | None = None
     workers: int | str = "auto"
     imports: list[str] = field(default_factory=list)
+    on_error: str = "raise"
     source: str = "<dict>"
 
     def config_hash(self, adapter: str, prompts_sha256: str = "") -> str:
@@ -178,7 +180,8 @@ class _Text(StrOptions):
 
 TEXT = _Text()
 TOP_CONSTRAINTS = {"views": [POSITIVE_INT], "batch_size": [POSITIVE_INT], "output": [TEXT], "cache_dir": [TEXT, None],
-                   "device": [DEVICE], "workers": [NON_NEGATIVE_INT, StrOptions({"auto"})]}
+                   "device": [DEVICE], "workers": [NON_NEGATIVE_INT, StrOptions({"auto"})],
+                   "on_error": [StrOptions(set(ON_ERROR))]}
 """Allowed values of the recipe's top-level scalar keys."""
 DATASET_CONSTRAINTS = {"root": [TEXT], "label": [TEXT], "val_fraction": [Float(0, 1, closed="neither")],
                        "test_fraction": [Float(0, 1, closed="neither")], "split_seed": [NON_NEGATIVE_INT]}
@@ -336,7 +339,8 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
                   shots=_int_list(source, "shots", data.get("shots", [1, 2, 4, 8, 16]), 1),
                   seeds=_int_list(source, "seeds", data.get("seeds", [1, 2, 3]), 0),
                   views=views, output=output, grids=grids, batch_size=batch_size, device=device,
-                  cache_dir=cache_dir, workers=workers, imports=imports, source=source)
+                  cache_dir=cache_dir, workers=workers, imports=imports, on_error=data.get("on_error", "raise"),
+                  source=source)
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

@@ -181,3 +181,24 @@ def test_precision_is_a_choice_on_commands_and_in_recipes(tmp_path):
     assert recipe.backbones[0].precision == "fp32"
     with pytest.raises(RecipeError, match=r"backbones\[0\].precision: The 'precision' parameter"):
         parse_recipe({**base, "backbones": [{"name": "adaptkit-tiny", "precision": "fp64"}]}, "p.toml")
+
+
+@pytest.mark.slow
+def test_a_folder_with_one_bad_image_goes_through_demo_and_compare_with_on_error_skip(tmp_path):
+    from helpers import write_jpegs
+
+    write_jpegs(tmp_path / "data", n_classes=2, per_class=12, size=(32, 32))
+    (tmp_path / "data" / "class_0" / "0003.jpg").write_bytes(b"not a jpeg")
+    common = ["demo", "--dataset", "imagefolder", "--root", str(tmp_path / "data"), "--shots", "1", "--seeds", "1",
+              "--views", "1", "--adapters", "zero_shot,gda", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    refused = runner.invoke(app, common)
+    assert refused.exit_code == 1 and "pass --on-error skip to leave unreadable images out" in refused.output
+    assert "'skip'" not in refused.output
+    skipped = runner.invoke(app, [*common, "--on-error", "skip"])
+    assert skipped.exit_code == 0, skipped.output
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'adapters = ["gda"]\nshots = [1]\nseeds = [1]\nviews = 1\non_error = "skip"\n'
+                      f'output = "{tmp_path / "out"}"\ncache_dir = "{tmp_path / "cache"}"\n[[datasets]]\n'
+                      f'name = "imagefolder"\nroot = "{tmp_path / "data"}"\n[[backbones]]\nname = "adaptkit-tiny"\n')
+    compared = runner.invoke(app, ["compare", str(recipe), "--quiet"])
+    assert compared.exit_code == 0, compared.output

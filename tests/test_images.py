@@ -248,3 +248,16 @@ def test_a_fifo_a_symlink_loop_and_a_bytes_path_are_handled_in_seconds(tiny, tmp
     torch.testing.assert_close(kept.features, expected)
     with pytest.raises(ValueError, match="pipe.jpg.*not a regular file"):
         ak.extract(tiny, images, cache_dir=False, num_workers=0, progress=False)
+
+
+def test_a_broken_symlink_and_a_jfif_in_a_folder_are_listed_not_dropped(tiny, tmp_path):
+    paths = write_jpegs(tmp_path / "data", n_classes=2, per_class=3, size=(32, 32))
+    os.rename(paths[0], paths[0].replace(".jpg", ".jfif"))
+    (tmp_path / "data" / "class_1" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    dataset = ak.datasets.load("imagefolder", root=tmp_path / "data", val_fraction=0.2, test_fraction=0.2)
+    listed = [p for split in ("train", "val", "test") for p in dataset.split(split).source.paths]
+    assert any(p.endswith(".jfif") for p in listed) and any(p.endswith("gone.jpg") for p in listed)
+    images = ak.datasets.ImageSet(listed, [0] * len(listed), ["a"], "all")
+    kept = ak.extract(tiny, images, cache_dir=False, on_error="skip", num_workers=0, progress=False)
+    assert len(kept) == len(listed) - 1
+    assert "broken symbolic link" in kept.metadata["skipped"][0]["reason"]

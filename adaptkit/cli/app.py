@@ -65,6 +65,8 @@ WORKERS = typer.Option("auto", help="image-decoding processes: auto (one per usa
 
 def _in_cli_terms(message: str) -> str:
     """Python argument spellings (``pretrained=``) as the flags a CLI user types (``--pretrained``)."""
+    quoted = r"(?<![\w.(,<])(" + "|".join(FLAGS) + r")='([^'\s]*)'"
+    message = re.sub(quoted, lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}", message)
     pattern = r"(?<![\w.(,<])(" + "|".join(FLAGS) + r")=( ?)(?=[^<\s])"
     return re.sub(pattern, lambda m: f"--{m.group(1).replace('_', '-')} ", message)
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, PRECISION, WORKERS, DatasetName, Precision, app, command, ints, workers_value
+from .app import DEVICE, PRECISION, WORKERS, DatasetName, OnError, Precision, app, command, ints, workers_value
 
 
 @app.command()
@@ -26,6 +26,7 @@ def demo(
     views: int = typer.Option(10, min=1, help="augmented views per support image"),
     adapters: str = typer.Option("all", help="comma-separated adapter names, or all (every registered adapter; "
                                              "--import MODULE registers your own)"),
+    on_error: OnError = typer.Option("raise", help="raise: stop at an unreadable image; skip: leave it out"),
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache directory"),
     workers: str = WORKERS,
     precision: Precision = PRECISION,
@@ -43,7 +44,7 @@ def demo(
     data = load(dataset.value, root=root)
     model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
     rows = evaluate_few_shot(model, data, adapter_names(adapters), shot_list, seed_list, views=views, cache_dir=cache_dir,
-                             num_workers=workers_value(workers))
+                             num_workers=workers_value(workers), on_error=on_error.value)
     typer.echo(f"\n{data.name}, {model.name} ({model.identity['weights']}), {len(data.classnames)} classes, "
                f"test accuracy % (mean ± std over seeds {seeds}), hyper-parameters tuned on validation only:\n")
     typer.echo(summary_table(rows))

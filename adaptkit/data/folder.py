@@ -20,16 +20,11 @@ from ..storage import expand_path, read_text
 from ..text import DEFAULT_TEMPLATES, Prompts
 from .base import Dataset, ImageSet
 from .decode import display_path
-from .sources import IMAGE_EXTENSIONS
-
-
-def _visible(path: Path, base: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(base).parts)
+from .sources import IMAGE_EXTENSIONS, list_image_files
 
 
 def _images_in(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                  and _visible(p, folder))
+    return list_image_files(folder)
 
 
 def _class_folders(base: Path) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .base import ImageSet
-from .sources import IMAGE_EXTENSIONS
+from .sources import list_image_files
 
 
 def expand_images(images: Any) -> list:
@@ -24,8 +24,7 @@ def expand_images(images: Any) -> list:
     for image in images:
         if isinstance(image, (str, os.PathLike)) and Path(image).is_dir():
             folder = Path(image)
-            out += sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                          and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+            out += list_image_files(folder)
         else:
             out.append(image)
     return out

@@ -29,7 +29,7 @@ from PIL import Image
 
 from .decode import ImageDecodeError, decode_image, display_path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 
 
@@ -38,10 +38,22 @@ def file_identity(path: str) -> bytes:
     try:
         info = os.stat(path)
     except FileNotFoundError as err:
+        if os.path.islink(path):  # a broken symlink: reading it fails later, where on_error applies
+            return os.fsencode(os.path.abspath(path)) + b"|broken-link"
         raise FileNotFoundError(f"image file not found: {display_path(path)}") from err
     except OSError as err:  # a symlink loop, a permission: reading it fails later, where on_error applies
         return os.fsencode(os.path.abspath(path)) + f"|unreadable|{err.errno}".encode()
     return os.fsencode(os.path.abspath(path)) + f"|{info.st_size}|{info.st_mtime_ns}".encode()
+
+
+def list_image_files(folder: str | os.PathLike) -> list[str]:
+    """The visible image files under ``folder`` (no part of the path starting with "."), sorted.
+    Broken symbolic links with an image extension are listed too: reading them fails by name,
+    where ``on_error`` applies, instead of their being left out without a word."""
+    folder = Path(folder)
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS
+                  and (p.is_file() or (p.is_symlink() and not p.exists()))
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 class ImageSource:
@@ -99,6 +111,8 @@ class PathSource(ImageSource):
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
+            if os.path.islink(path):
+                raise ImageDecodeError(display_path(path), "a broken symbolic link (its target does not exist)") from None
             raise FileNotFoundError(f"image file not found: {display_path(path)}") from None
         except OSError as err:
             raise ImageDecodeError(display_path(path), f"cannot be read ({err})") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -118,9 +119,10 @@ def _feature_set(manifest: dict, features: torch.Tensor, labels: torch.Tensor, o
     skipped = manifest.get("skipped", [])
     if skipped and on_error == "raise":
         first = skipped[0]
-        raise ValueError(f"cannot read image {first['image']}: {first['reason']} ({len(skipped)} image(s) were skipped "
-                         "when this set was encoded with on_error='skip'; pass on_error='skip' to load it, or fix "
-                         "the files)")
+        warnings.warn(f"{manifest['metadata'].get('name')}: {len(skipped)} image(s) were left out when this set was "
+                      f"encoded with on_error='skip' (e.g. {first['image']}: {first['reason']}); the set is used "
+                      "without them (metadata['skipped'] lists them). Fix the files and pass refresh=True to "
+                      "encode them.", UserWarning, stacklevel=3)
     metadata = dict(manifest["metadata"])
     if skipped:
         metadata["skipped"] = skipped

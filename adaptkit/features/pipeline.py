@@ -159,7 +159,7 @@ class ShardAssembler:
             if self.on_error == "raise":
                 raise ValueError(f"cannot read image {self.images.describe(position)}: {error}. {self.current} "
                                  "finished shard(s) are saved; fix or remove the file and run again to continue from "
-                                 "them, or pass on_error='skip' (CLI: --on-error skip)")
+                                 "them, or pass on_error='skip' to leave unreadable images out")
             self.skipped.append({"position": position, "image": self.images.describe(position), "reason": error})
         else:
             self.rows.append(feature)
