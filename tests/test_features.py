@@ -342,3 +342,28 @@ def test_an_extraction_killed_at_60_percent_resumes_bit_for_bit(tiny, tmp_path, 
     whole = ak.extract(tiny, images, cache_dir=tmp_path / "whole", shard_size=16, batch_size=16, num_workers=0,
                        progress=False)
     assert torch.equal(resumed.features, whole.features) and torch.equal(resumed.labels, whole.labels)
+
+
+def test_load_false_verifies_every_shard_and_stale_temporaries_are_removed(tiny, tmp_path):
+    import os
+    import time
+
+    rng = np.random.default_rng(0)
+    images = ak.datasets.ImageSet(rng.integers(0, 255, (300, 8, 8, 3), dtype=np.uint8), rng.integers(0, 3, 300),
+                                  ["a", "b", "c"], "verify")
+    entry = ak.extract(tiny, images, cache_dir=tmp_path, load=False, shard_size=100, progress=False)
+    shard = next((tmp_path / "shards").glob("*/*.safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    again = ak.extract(tiny, images, cache_dir=tmp_path, load=False, shard_size=100, progress=False)
+    assert sum(features.shape[0] for features, _, _ in again.iter_shards()) == 300
+    torch.testing.assert_close(again.load().features, entry.load().features)
+    stale = shard.parent / f".{shard.name}.abc.tmp"
+    fresh = shard.parent / f".{shard.name}.def.tmp"
+    stale.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    ak.extract(tiny, images, cache_dir=tmp_path, load=False, shard_size=100, progress=False)
+    assert not stale.exists() and fresh.exists()

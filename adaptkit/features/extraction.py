@@ -140,12 +140,13 @@ def _read_entry(store: FeatureStore, key: str, on_error: str) -> FeatureSet | No
 
 
 def _entry(store: FeatureStore, key: str, on_error: str) -> FeatureEntry | None:
-    """The published entry as a handle, its shards verified (a damaged one is deleted: ``None``)."""
+    """The published entry as a handle, every shard's checksum verified (a damaged one is deleted:
+    ``None``, and extraction re-encodes it), one shard in memory at a time."""
     manifest = store.read_manifest(key)
     if manifest is None:
         return None
     for number, shard in enumerate(manifest["shards"]):
-        if store.shard_rows(ShardPlan(number, shard["start"], shard["stop"], shard["id"])) is None:
+        if not store.verified(ShardPlan(number, shard["start"], shard["stop"], shard["id"])):
             return None
     if manifest.get("skipped") and on_error == "raise":
         _feature_set(manifest, torch.empty(0), torch.empty(0), on_error)
@@ -229,6 +230,7 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
 
     store = FeatureStore(expand_path(cache_dir, "cache_dir") if cache_dir is not None else default_cache_dir())
     store.check_writable()
+    store.remove_stale_temporaries()
     read = _read_entry if load else _entry
     if not refresh:
         found = read(store, key, on_error)

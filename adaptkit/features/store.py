@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ SHARD_FORMAT = "adaptkit-feature-shard"
 ENTRY_FORMAT = "adaptkit-feature-entry"
 STORE_VERSION = 1
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+STALE_TEMPORARY_S = 3600.0
+"""Temporary files older than this (s) are leftovers of a killed write: no write takes an hour."""
 
 
 def as_storage_dtype(features: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -96,6 +99,31 @@ class FeatureStore:
         except OSError as err:
             raise ValueError(f"cache_dir={str(self.root)!r} cannot be written ({err.strerror or err}); pass a "
                              "writable folder, or cache_dir=False to encode without caching") from None
+
+    def remove_stale_temporaries(self, max_age_s: float = STALE_TEMPORARY_S) -> list[Path]:
+        """Delete temporary files a killed write left in ``shards/`` and ``entries/`` (older than
+        ``max_age_s``: a write in progress elsewhere is never touched); returns what was deleted."""
+        now, removed = time.time(), []
+        for folder in (self.root / "shards", self.root / "entries"):
+            for path in folder.glob("*/.*.tmp") if folder.is_dir() else ():
+                try:
+                    if now - path.stat().st_mtime > max_age_s:
+                        path.unlink()
+                        removed.append(path)
+                except FileNotFoundError:
+                    continue
+        if removed:
+            logger.info("feature cache %s: removed %d stale temporary file(s) of killed writes", self.root, len(removed))
+        return removed
+
+    def verified(self, plan: ShardPlan) -> bool:
+        """Whether a stored shard reads back with its checksum; a damaged one is deleted."""
+        try:
+            self.read_shard(plan)
+        except UntrustedFileError as err:
+            self.discard(self.shard_path(plan.id), str(err))
+            return False
+        return True
 
     def shard_path(self, shard_id: str) -> Path:
         return self.root / "shards" / shard_id[:2] / f"{shard_id}.safetensors"
