@@ -12,13 +12,14 @@ from ._lazy import install
 from ._version import __version__
 
 _PUBLIC = {
-    "adapters": ("adapters", None), "datasets": ("data", None), "support": ("support", None), "tta": ("tta", None),
+    "adapters": ("adapters", None), "datasets": ("datasets", None), "support": ("support", None), "tta": ("tta", None),
     "compose": ("compose", None), "protocol": ("protocol", None), "plots": ("plots", None),
     "recipes": ("recipes", None), "serve": ("serve", None), "report": ("report", None),
     "APE": ("adapters", "APE"), "GDA": ("adapters", "GDA"), "CaptionCache": ("adapters", "CaptionCache"),
     "LinearProbe": ("adapters", "LinearProbe"), "ProKeR": ("adapters", "ProKeR"), "TipAdapter": ("adapters", "TipAdapter"),
     "TipX": ("adapters", "TipX"), "TransductiveGDA": ("adapters", "TransductiveGDA"), "ZeroShot": ("adapters", "ZeroShot"),
     "load_adapter": ("adapters", "load_adapter"), "save_adapter": ("adapters", "save_adapter"),
+    "synthesize_new_classes": ("adapters", "synthesize_new_classes"),
     "TINY": ("backbones", "TINY"), "Backbone": ("backbones", "Backbone"), "list_backbones": ("backbones", "list_backbones"),
     "FeatureSet": ("features", "FeatureSet"), "extract": ("features", "extract"),
     "load_features": ("features", "load_features"), "save_features": ("features", "save_features"),
@@ -33,4 +34,4 @@ install(__name__, _PUBLIC)
 __all__ = ["APE", "Backbone", "CaptionCache", "FeatureSet", "GDA", "Leaderboard", "LinearProbe", "Predictor",
            "ProKeR", "TINY", "TipAdapter", "TipX", "TransductiveGDA", "ZeroShot", "__version__", "adapters",
            "compose", "datasets", "extract", "leaderboard", "list_backbones", "load", "load_adapter", "load_features",
-           "save_adapter", "save_features", "support", "tta", "tune"]
+           "save_adapter", "save_features", "support", "synthesize_new_classes", "tta", "tune"]

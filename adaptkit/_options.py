@@ -21,3 +21,5 @@ DATASET_NAMES = ("digits", "caltech101", "oxford_pets", "stanford_cars", "oxford
                  "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "imagenet", "imagenet_v2", "imagenet_sketch",
                  "imagenet_a", "imagenet_r", "imagefolder")
 """Every dataset name :func:`adaptkit.datasets.load` accepts (checked against the loaders by a test)."""
+SPLITS = ("train", "val", "test")
+"""The splits every dataset has."""

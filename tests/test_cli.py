@@ -202,3 +202,11 @@ def test_a_folder_with_one_bad_image_goes_through_demo_and_compare_with_on_error
                       f'name = "imagefolder"\nroot = "{tmp_path / "data"}"\n[[backbones]]\nname = "adaptkit-tiny"\n')
     compared = runner.invoke(app, ["compare", str(recipe), "--quiet"])
     assert compared.exit_code == 0, compared.output
+
+
+def test_split_is_a_choice_and_every_backbone_option_names_the_hub_and_local_forms():
+    bad = runner.invoke(app, ["extract", "digits", "--split", "validation"])
+    assert bad.exit_code == 2 and "validation" in bad.output
+    for command in (["extract"], ["demo"], ["tta"], ["compose", "eval"], ["support", "build"]):
+        help_text = "".join(runner.invoke(app, [*command, "--help"]).output.split())  # whatever the wrapping
+        assert "hf-hub:org/repo" in help_text and "local-dir:" in help_text, command

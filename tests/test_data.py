@@ -148,3 +148,10 @@ def test_with_classnames_renames_every_split_and_leaves_the_dataset_as_it_was():
         digits.with_classnames(["a", "b"])
     with pytest.raises(TypeError, match="classnames must be a list of strings"):
         digits.with_classnames("abc")
+
+
+def test_the_public_names_readme_uses_exist():
+    from adaptkit.datasets import Dataset, ImageSet, load  # noqa: F401
+
+    assert ak.datasets.ImageSet is ImageSet and ak.datasets.load is load
+    assert ak.synthesize_new_classes is ak.adapters.synthesize_new_classes

@@ -21,7 +21,17 @@ import warnings
 
 import typer
 
-from .._options import CONDENSE_POLICIES, DATASET_NAMES, DECODERS, ENGINES, ON_ERROR, PRECISIONS, TTA_METHODS, WEIGHTINGS
+from .._options import (
+    CONDENSE_POLICIES,
+    DATASET_NAMES,
+    DECODERS,
+    ENGINES,
+    ON_ERROR,
+    PRECISIONS,
+    SPLITS,
+    TTA_METHODS,
+    WEIGHTINGS,
+)
 from .._version import __version__
 
 app = typer.Typer(help="Training-free adaptation of frozen CLIP models.", no_args_is_help=True,
@@ -55,10 +65,13 @@ Engine = _choices("Engine", ENGINES)
 Decode = _choices("Decode", DECODERS)
 Weighting = _choices("Weighting", WEIGHTINGS)
 Precision = _choices("Precision", PRECISIONS)
+Split = _choices("Split", SPLITS)
 
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars, no warnings")
 DEBUG = typer.Option(False, "--debug", envvar="ADAPTKIT_DEBUG", help="show tracebacks of errors")
 DEVICE = typer.Option("auto", help="auto, cpu, cuda or cuda:N")
+BACKBONE = typer.Option("adaptkit-tiny", help="an open_clip architecture (adaptkit models lists them), "
+                                               "hf-hub:org/repo or local-dir:/path/to/checkpoint")
 PRECISION = typer.Option("auto", help="auto (fp16 autocast on CUDA, fp32 on CPU), fp32, amp (fp16) or amp_bf16")
 WORKERS = typer.Option("auto", help="image-decoding processes: auto (one per usable CPU) or a number ≥ 0")
 

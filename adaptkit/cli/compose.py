@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, PRECISION, Precision, Weighting, command, compose_app
+from .app import BACKBONE, DEVICE, PRECISION, Precision, Weighting, command, compose_app
 
 
 @compose_app.command("eval")
@@ -18,7 +18,7 @@ from .app import DEVICE, PRECISION, Precision, Weighting, command, compose_app
 def compose_eval(
     csv_path: Path = typer.Option(..., "--csv", help="image,positive,negative or image_0,image_1,caption_0,caption_1"),
     root: Optional[Path] = typer.Option(None, help="folder image paths are relative to (default: the CSV's)"),
-    backbone: str = typer.Option("adaptkit-tiny", help="open_clip architecture"),
+    backbone: str = BACKBONE,
     pretrained: Optional[str] = typer.Option(None, help="open_clip tag or weights file"),
     weighting: Weighting = typer.Option("sum", help="sum (official) or softmax"),
     precision: Precision = PRECISION,

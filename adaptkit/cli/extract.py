@@ -10,7 +10,21 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, PRECISION, WORKERS, DatasetName, Decode, Engine, OnError, Precision, app, command, workers_value
+from .app import (
+    BACKBONE,
+    DEVICE,
+    PRECISION,
+    WORKERS,
+    DatasetName,
+    Decode,
+    Engine,
+    OnError,
+    Precision,
+    Split,
+    app,
+    command,
+    workers_value,
+)
 
 
 @app.command()
@@ -18,8 +32,8 @@ from .app import DEVICE, PRECISION, WORKERS, DatasetName, Decode, Engine, OnErro
 def extract(
     dataset: DatasetName = typer.Argument(..., help="dataset name"),
     root: Optional[Path] = typer.Option(None, help="folder holding the dataset (not needed for digits)"),
-    split: str = typer.Option("test", help="train, val or test"),
-    backbone: str = typer.Option("adaptkit-tiny", help="open_clip architecture, hf-hub:org/repo or local-dir:/path"),
+    split: Split = typer.Option("test", help="train, val or test"),
+    backbone: str = BACKBONE,
     pretrained: Optional[str] = typer.Option(None, help="open_clip tag (openai, ...) or a weights file"),
     shots: Optional[int] = typer.Option(None, min=1, help="sample this many images per class first"),
     seed: int = typer.Option(1, min=0, help="few-shot and augmentation seed"),
@@ -43,7 +57,7 @@ def extract(
     from ..features.store import FeatureStore
 
     data = load(dataset.value, root=root)
-    images = data.few_shot(shots, seed, split=split) if shots else data.split(split)
+    images = data.few_shot(shots, seed, split=split.value) if shots else data.split(split.value)
     model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
     features = run_extract(model, images, views=views, seed=seed, batch_size=batch_size, cache_dir=cache_dir,
                            num_workers=workers_value(workers), engine=engine.value, address=address, decode=decode.value,

@@ -11,13 +11,13 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, PRECISION, WORKERS, DatasetName, OnError, Precision, app, command, ints, workers_value
+from .app import BACKBONE, DEVICE, PRECISION, WORKERS, DatasetName, OnError, Precision, app, command, ints, workers_value
 
 
 @app.command()
 @command
 def demo(
-    backbone: str = typer.Option("adaptkit-tiny", help="open_clip architecture"),
+    backbone: str = BACKBONE,
     pretrained: Optional[str] = typer.Option(None, help="open_clip tag (openai, ...) or a weights file"),
     dataset: DatasetName = typer.Option("digits", help="digits (offline) or a dataset with --root"),
     root: Optional[Path] = typer.Option(None, help="dataset folder"),

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, PRECISION, WORKERS, OnError, Precision, command, support_app, workers_value
+from .app import BACKBONE, DEVICE, PRECISION, WORKERS, OnError, Precision, command, support_app, workers_value
 
 
 @support_app.command("build")
@@ -24,7 +24,7 @@ def support_build(
     template: str = typer.Option("a photo of a {}.", help="query prompt per class ({} or {c})"),
     exclusive: bool = typer.Option(True, help="give each pool image to at most one class"),
     index_dir: Optional[Path] = typer.Option(None, help="build an on-disk IVF index here (pools larger than memory)"),
-    backbone: str = typer.Option("adaptkit-tiny", help="open_clip architecture"),
+    backbone: str = BACKBONE,
     pretrained: Optional[str] = typer.Option(None, help="open_clip tag or weights file"),
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache directory"),
     workers: str = WORKERS,

@@ -10,7 +10,20 @@ from typing import Optional
 
 import typer
 
-from .app import DEVICE, PRECISION, WORKERS, Condense, DatasetName, Method, Precision, app, command, workers_value
+from .app import (
+    BACKBONE,
+    DEVICE,
+    PRECISION,
+    WORKERS,
+    Condense,
+    DatasetName,
+    Method,
+    Precision,
+    Split,
+    app,
+    command,
+    workers_value,
+)
 
 
 @app.command()
@@ -19,8 +32,8 @@ def tta(
     method: Method = typer.Option("tda", help="tda (cached features, any backbone) or tca (token condensation, ViT)"),
     dataset: DatasetName = typer.Option("digits", help="digits or a dataset with --root (ImageNet variants too)"),
     root: Optional[Path] = typer.Option(None, help="dataset folder"),
-    split: str = typer.Option("test", help="split to stream"),
-    backbone: str = typer.Option("adaptkit-tiny", help="open_clip architecture"),
+    split: Split = typer.Option("test", help="train, val or test: the split to stream"),
+    backbone: str = BACKBONE,
     pretrained: Optional[str] = typer.Option(None, help="open_clip tag or weights file"),
     condense: Condense = typer.Option("tca", help="tca: condensation policy"),
     keep: float = typer.Option(0.9, min=0.0, max=1.0, help="tca: keep rate in (0, 1]"),
@@ -43,10 +56,10 @@ def tta(
         raise typer.BadParameter("applies to --method tca only", param_hint="--condense")
     data = load(dataset.value, root=root)
     model = Backbone(backbone, pretrained=pretrained, device=device, precision=precision.value)
-    result = evaluate_stream(method.value, model, data, split, limit=limit, seed=seed, batch_size=batch_size,
+    result = evaluate_stream(method.value, model, data, split.value, limit=limit, seed=seed, batch_size=batch_size,
                              condense=condense.value, keep=keep, cache_dir=cache_dir,
                              num_workers=workers_value(workers), device=device)
-    typer.echo(f"{data.name}/{split}, {result.images} images, {model.name}: zero-shot accuracy "
+    typer.echo(f"{data.name}/{split.value}, {result.images} images, {model.name}: zero-shot accuracy "
                f"{100 * result.zero_shot:.2f}%, {method.value.upper()} accuracy {100 * result.accuracy:.2f}%")
     if result.flops is not None:
         condensed, dense = result.flops
