@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 
 try:  # faiss is an extra (its cpu or its gpu build, never both): everything else works without it
@@ -148,17 +149,38 @@ class SupportIndex:
         else:
             nlist = o["nlist"] or max(1, min(int(4 * np.sqrt(n_train)), n_train // 39 or 1))
             o["nlist"] = nlist
+            self._check_training_size(n_train, nlist)
             quantizer = faiss.IndexFlatIP(self.dim)
             if self.kind == "ivf_flat":
                 index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             else:
                 index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, o["pq_m"], o["pq_bits"],
                                          faiss.METRIC_INNER_PRODUCT)
+                # one warning of ours (see _check_training_size) instead of faiss's per sub-quantiser
+                index.pq.cp.min_points_per_centroid = 1
+            index.cp.min_points_per_centroid = 1
             index.nprobe = o["nprobe"]
             if self.kind == "ivf_pq" and o["refine"]:
                 index = faiss.IndexRefineFlat(index)
                 index.k_factor = float(o["refine"])
         return self._to_device(index)
+
+    def _check_training_size(self, n_train: int, nlist: int) -> None:
+        """Refuse what faiss cannot train (fewer keys than centroids), naming the parameter; warn
+        once below faiss's 39 keys per centroid (recall may suffer)."""
+        o = self.options
+        if n_train < nlist:
+            raise ValueError(f"nlist={nlist} IVF cells need at least {nlist} keys to train; got {n_train}: "
+                             "lower nlist, add more keys in the first batch, or use kind='flat'")
+        centroids = 2 ** o["pq_bits"] if self.kind == "ivf_pq" else 0
+        if n_train < centroids:
+            raise ValueError(f"pq_bits={o['pq_bits']} needs at least {centroids} keys to train the product quantiser; "
+                             f"got {n_train}: lower pq_bits (pq_bits=4 needs 16), or use kind='ivf_flat' or 'flat'")
+        needed = 39 * max(nlist, centroids)
+        if n_train < needed:
+            warnings.warn(f"{self.kind} trains on {n_train} keys; faiss recommends at least {needed} (39 per "
+                          f"centroid) for nlist={nlist}" + (f", pq_bits={o['pq_bits']}" if centroids else "") +
+                          ": recall may suffer", UserWarning, stacklevel=4)
 
     def _to_device(self, index):
         if not self.on_gpu:

@@ -252,3 +252,17 @@ def test_class_queries_fill_templates_as_prompts_do():
     assert class_queries(["cat"], "a {} photo", captions={"cat": "on a sofa"}) == ["a cat photo on a sofa"]
     with pytest.raises(TypeError, match="template must be a string"):
         class_queries(["cat"], ["a {}"])
+
+
+def test_ivf_pq_on_a_small_pool_is_refused_by_name_and_warns_once(capfd):
+    small = torch.nn.functional.normalize(torch.randn(200, 64), dim=-1)
+    with pytest.raises(ValueError, match=r"pq_bits=8 needs at least 256 keys"):
+        SupportIndex(64, kind="ivf_pq", device="cpu").add(small)
+    with pytest.raises(ValueError, match=r"nlist=500 IVF cells need at least 500 keys"):
+        SupportIndex(64, kind="ivf_flat", nlist=500, device="cpu").add(small)
+    pool = torch.nn.functional.normalize(torch.randn(2000, 64), dim=-1)
+    capfd.readouterr()
+    with pytest.warns(UserWarning, match="faiss recommends at least 9984") as caught:
+        SupportIndex(64, kind="ivf_pq", device="cpu").add(pool)
+    assert len([w for w in caught if "recommends" in str(w.message)]) == 1
+    assert "WARNING clustering" not in capfd.readouterr().err
