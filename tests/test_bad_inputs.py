@@ -379,6 +379,46 @@ def test_text_classifier_bad_classnames(tiny):
             tiny.text_classifier(classnames, ["a photo of a {}."])
 
 
+def _session_probe_cases(tmp_path, tiny):
+    """The probes of issue #21: each refused by name (ValueError, TypeError or FileNotFoundError)."""
+    import torch
+
+    from adaptkit.index import SupportIndex
+    from adaptkit.support import class_queries
+    from adaptkit.text import load_prompts
+    from adaptkit.tta import TDA
+
+    gda = ak.GDA(device="cpu").fit(tiny.encode_images(torch.rand(4, 3, 32, 32)), [0, 1, 0, 1])
+    predictor = ak.Predictor(tiny, gda, classnames=["a", "b"], allow_unchecked_backbone=True)
+    tda = TDA(T, device="cpu")
+    state = tda.state_dict()
+    state["pos_keys"][0, 0] = 3.0
+    bad_template = tmp_path / "templates.txt"
+    bad_template.write_text("a {name}\n")
+    cases = [
+        ("predictor 64-px tensor for a 32-px model", lambda: predictor.predict_proba(torch.rand(2, 3, 64, 64)),
+         r"images as a tensor must be preprocessed pixels of shape \(N, 3, 32, 32\)"),
+        ("TDA state with non-unit keys", lambda: tda.load_state_dict(state), r"pos_keys.*not L2-normalised"),
+        ("templates file with a bad placeholder", lambda: load_prompts(bad_template), r"templates.txt"),
+        ("local-dir that does not exist", lambda: ak.Backbone(f"local-dir:{tmp_path / 'none'}"), r"does not exist"),
+        ("class_queries template not a string", lambda: class_queries(["a"], ["{}"]), r"template"),
+        ("ivf_pq pool too small", lambda: SupportIndex(16, kind="ivf_pq", pq_m=2, device="cpu").add(
+            torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)), r"pq_bits"),
+        ("ivf nlist above the pool", lambda: SupportIndex(16, kind="ivf_flat", nlist=99, device="cpu").add(
+            torch.nn.functional.normalize(torch.randn(50, 16), dim=-1)), r"nlist"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(("cuda without a GPU", lambda: ak.Backbone(ak.TINY, device="cuda"), r"device is 'cuda'"))
+    return cases
+
+
+def test_the_probes_of_the_last_audit_are_refused_by_name(tmp_path, tiny):
+    for case, call, pattern in _session_probe_cases(tmp_path, tiny):
+        with pytest.raises((ValueError, TypeError, FileNotFoundError), match=pattern):
+            call()
+        assert case
+
+
 def test_the_table_is_large_enough():
     counted = (len(BAD_HYPERPARAMETERS) + len(BAD_GRIDS) + len(BAD_FIT_INPUTS) + len(AFTER_FIT) + len(TDA_CASES)
                + len(TCA_CASES) + 1 + len(SUPPORT_CASES) + 14 + len(EXTRACT_CASES) + 2 + len(DATASET_CASES)
