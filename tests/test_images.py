@@ -161,6 +161,18 @@ def test_webdataset_and_parquet_give_the_features_of_the_same_images_in_a_folder
     unlabeled = ImageSet.from_webdataset(str(shards[0]), label_key=None)
     assert unlabeled.classnames == ["unlabeled"] and len(unlabeled) == 10
 
+    from adaptkit.data.pools import open_pool
+
+    globbed = open_pool([str(s) for s in shards])  # what `support build pool-*.tar` receives from a shell
+    assert len(globbed) == len(folder) and globbed.classnames == ["unlabeled"]
+    shard_folder = tmp_path / "hf-download"
+    shard_folder.mkdir()
+    parquet.rename(shard_folder / "train-00000.parquet")
+    from_folder = open_pool(shard_folder)
+    assert len(from_folder) == len(folder)
+    with pytest.raises(ValueError, match="several paths must all be .tar shards or all .parquet files"):
+        open_pool([str(shards[0]), str(shard_folder / "train-00000.parquet")])
+
 
 def imagenet_root(tmp_path, name, wnid_folders=None, by_index=None):
     from adaptkit.data.imagenet_variants import VARIANTS

@@ -236,7 +236,7 @@ def test_cli_support_build(tmp_path):
         Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
     (tmp_path / "classes.txt").write_text("cat\ndog\nship\n")
     out = tmp_path / "support.safetensors"
-    result = CliRunner().invoke(app, ["support", "build", "--pool", str(tmp_path), "--classes",
+    result = CliRunner().invoke(app, ["support", "build", str(tmp_path), "--classes",
                                       str(tmp_path / "classes.txt"), "--shots", "4", "--out", str(out),
                                       "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"])
     assert result.exit_code == 0, result.output

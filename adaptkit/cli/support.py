@@ -16,8 +16,9 @@ from .app import BACKBONE, DEVICE, PRECISION, WORKERS, OnError, Precision, comma
 @support_app.command("build")
 @command
 def support_build(
-    pool: str = typer.Option(..., help="unlabeled images: a folder, webdataset shards (pool-{000..099}.tar) "
-                                       "or a parquet file with an image column"),
+    pool: list[str] = typer.Argument(..., metavar="POOL...", help="unlabeled images: a folder of images or of "
+                                     "parquet shards, webdataset shards (pool/*.tar, pool-{000..099}.tar) or parquet "
+                                     "files with an image column"),
     classes: Path = typer.Option(..., help="text file with one class name per line"),
     shots: int = typer.Option(16, min=1, help="images per class"),
     out: Path = typer.Option(Path("support.safetensors"), help="where to write the support FeatureSet"),
