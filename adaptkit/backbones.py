@@ -20,7 +20,6 @@ import contextlib
 import difflib
 import logging
 import os
-import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from huggingface_hub import constants, try_to_load_from_cache
 from open_clip.pretrained import download_pretrained_from_hf
 from torchvision import transforms as T
 
@@ -36,6 +34,7 @@ from ._options import PRECISIONS
 from ._params import DEVICE, StrOptions, check_params
 from ._validation import resolve_device
 from .data.decode import load_image
+from .hub import CHECKPOINT_NAMES, WeightsUnavailableError, how_to_pass, hub_cached, hub_offline, offline_hub
 from .storage import expand_path, file_sha256
 from .text import prompts
 
@@ -47,14 +46,6 @@ open_clip.add_model_config(_CONFIG_DIR)
 TINY = "adaptkit-tiny"
 """A randomly initialised ViT at 32 px (~200k vision parameters) for tests and the offline demo."""
 
-HUB_HOST = "huggingface.co"
-CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-
-
-class WeightsUnavailableError(ValueError):
-    """Pretrained weights could not be loaded (not cached and no network, or a failed download)."""
-
-
 def list_backbones(pretrained: bool = False) -> list[str] | dict[str, list[str]]:
     """Architectures :class:`Backbone` accepts by name (every open_clip architecture plus
     ``adaptkit-tiny``); with ``pretrained=True``, {architecture: [pretrained tags]}. ``hf-hub:``
@@ -63,38 +54,6 @@ def list_backbones(pretrained: bool = False) -> list[str] | dict[str, list[str]]
     if not pretrained:
         return names
     return {name: open_clip.list_pretrained_tags_by_model(name) for name in names}
-
-
-def _hub_offline() -> bool:
-    """Whether the Hugging Face Hub is unreachable: ``HF_HUB_OFFLINE`` set, or no connection to
-    its host within two seconds."""
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
-        return True
-    try:
-        socket.create_connection((HUB_HOST, 443), timeout=2).close()
-    except OSError:
-        return True
-    return False
-
-
-def _hub_cached(repo: str, filenames: Sequence[str], cache_dir: str | None) -> str | None:
-    """The local path of the first of ``filenames`` of hub ``repo`` found in the cache, if any."""
-    for filename in filenames:
-        found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir)
-        if isinstance(found, str) and os.path.isfile(found):
-            return found
-    return None
-
-
-@contextlib.contextmanager
-def _offline_hub() -> Iterator[None]:
-    """huggingface_hub in offline mode (cache only, no retries) for the duration."""
-    previous = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = previous
 
 
 class _OpenClipRecords(logging.Filter):
@@ -131,18 +90,6 @@ def open_clip_logging(random_init: bool = False) -> Iterator[None]:
         root.removeFilter(records)
         if placeholder:
             root.removeHandler(placeholder)
-
-
-def _how_to_pass(name: str) -> str:
-    """What to do offline: the weights file as pretrained for an architecture name; for a hub name
-    (which takes no pretrained file) the downloaded folder as local-dir:."""
-    if name.startswith("hf-hub:"):
-        repo = name[len("hf-hub:"):]
-        return (f"Download the checkpoint where there is internet (hf download {repo} --local-dir <folder>, "
-                "huggingface_hub >= 1.0; huggingface-cli download before), then use the folder, which holds "
-                "open_clip_config.json and the weights, as name='local-dir:<folder>'.")
-    return (f"Download the weights where there is internet (open_clip.create_model_and_transforms({name!r}, "
-            "pretrained=<tag>) caches them), then pass the weights file as pretrained (CLI: --pretrained FILE).")
 
 
 class Backbone:
@@ -186,7 +133,7 @@ class Backbone:
         with torch.random.fork_rng(devices=[]), open_clip_logging(random_init=self.weights_id.startswith("random")):
             torch.manual_seed(init_seed)
             model, _, preprocess = self._create(weights)
-            offline = _offline_hub() if self._offline else contextlib.nullcontext()
+            offline = offline_hub() if self._offline else contextlib.nullcontext()
             with offline:
                 self.tokenizer = open_clip.get_tokenizer(self.name, cache_dir=self.cache_dir)
         self.model = model.to(self.device).eval().requires_grad_(False)
@@ -264,48 +211,48 @@ class Backbone:
             parts = hub.strip("/").split("/")
             repo, filename = "/".join(parts[:2]), "/".join(parts[2:]) or None
             names = [filename] if filename else list(CHECKPOINT_NAMES)
-            if _hub_cached(repo, names, self.cache_dir):
-                self._offline = _hub_offline()
+            if hub_cached(repo, names, self.cache_dir):
+                self._offline = hub_offline()
                 return
         elif cfg.get("url"):
             cached = Path(self.cache_dir or Path.home() / ".cache" / "clip") / os.path.basename(cfg["url"])
             if cached.is_file():
                 self._offline = False
                 return
-        self._offline = _hub_offline()
+        self._offline = hub_offline()
         if self._offline:
             raise WeightsUnavailableError(
                 f"pretrained={tag!r}: the weights of {self.name} (tag {tag}) are not in the local cache and the "
-                f"Hugging Face Hub cannot be reached (no network, or HF_HUB_OFFLINE is set). {_how_to_pass(self.name)}")
+                f"Hugging Face Hub cannot be reached (no network, or HF_HUB_OFFLINE is set). {how_to_pass(self.name)}")
 
     def _hub_weights(self, repo: str) -> str:
         """Identity of a hub checkpoint: the SHA-256 of its weights file (downloaded if needed)."""
-        self._offline = _hub_offline()
-        config = _hub_cached(repo, ["open_clip_config.json"], self.cache_dir)
-        weights = _hub_cached(repo, CHECKPOINT_NAMES, self.cache_dir)
+        self._offline = hub_offline()
+        config = hub_cached(repo, ["open_clip_config.json"], self.cache_dir)
+        weights = hub_cached(repo, CHECKPOINT_NAMES, self.cache_dir)
         if self._offline and not (config and weights):
             raise WeightsUnavailableError(
                 f"{self.name}: the download from the Hugging Face Hub failed: the checkpoint is not in the local "
                 f"cache and the Hub cannot be reached (no network, or HF_HUB_OFFLINE is set). "
-                f"{_how_to_pass(self.name)}")
+                f"{how_to_pass(self.name)}")
         if weights is None:
             try:
                 with open_clip_logging():
                     weights = download_pretrained_from_hf(repo, cache_dir=self.cache_dir)
             except Exception as err:  # huggingface_hub raises many types for one cause
                 raise WeightsUnavailableError(f"{self.name}: the download from the Hugging Face Hub failed ({err}). "
-                                              f"{_how_to_pass(self.name)}") from err
+                                              f"{how_to_pass(self.name)}") from err
         return f"sha256:{file_sha256(weights)}"
 
     def _create(self, weights):
-        offline = _offline_hub() if self._offline else contextlib.nullcontext()
+        offline = offline_hub() if self._offline else contextlib.nullcontext()
         try:
             with offline:
                 return open_clip.create_model_and_transforms(self.name, pretrained=weights, cache_dir=self.cache_dir)
         except (RuntimeError, OSError) as err:
             raise WeightsUnavailableError(
                 f"{self.name} (pretrained={self.pretrained!r}): loading the weights failed ({err}). "
-                f"{_how_to_pass(self.name)}") from err
+                f"{how_to_pass(self.name)}") from err
 
     # --- description --------------------------------------------------------------------------
 

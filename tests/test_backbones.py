@@ -37,7 +37,7 @@ def test_encode_images_reads_paths(tiny, tmp_path):
     torch.testing.assert_close(tiny.encode_images([str(path)]), tiny.encode_images([image]))
     with pytest.raises(FileNotFoundError, match="image file not found"):
         tiny.encode_images([str(tmp_path / "missing.png")])
-    with pytest.raises(ValueError, match=r"images as a tensor must have shape \(N, 3, H, W\)"):
+    with pytest.raises(ValueError, match=r"images as a tensor must be preprocessed pixels of shape \(N, 3, 32, 32\)"):
         tiny.encode_images(torch.zeros(2, 32, 32))
 
 
