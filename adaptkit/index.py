@@ -228,7 +228,9 @@ class SupportIndex:
         """The ``k`` most similar keys of each (N, D) query (L2-normalised here).
 
         Returns (similarities (N, k) float32, positions (N, k) int64) as torch tensors on the
-        queries' device, best first; ``positions`` index ``labels``/``ids``/``paths``.
+        queries' device, best first; ``positions`` index ``labels``/``ids``/``paths``. When the
+        cells an IVF search visits hold fewer than ``k`` keys, a ``ValueError`` says so (faiss
+        would pad with position -1 and similarity -3.4e38, which must never pass for neighbours).
         """
         if self._index is None:
             raise ValueError("the index is empty: add features before searching")
@@ -236,6 +238,12 @@ class SupportIndex:
         device = queries.device if isinstance(queries, torch.Tensor) else torch.device("cpu")
         Q = self._prepare(queries, "queries")
         similarities, positions = self._index.search(Q, int(k))
+        missing = positions < 0
+        if bool(missing.any()):
+            reachable = int((~missing).sum(dim=1).min())
+            raise ValueError(f"only {reachable} of the k={k} nearest keys are reachable for some queries: the "
+                             f"nprobe={self.options['nprobe']} cells visited (of nlist={self.options['nlist']}) hold "
+                             "fewer keys; raise nprobe or lower k")
         return similarities.to(device), positions.to(device)
 
     def reconstruct(self, positions) -> torch.Tensor:

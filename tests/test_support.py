@@ -266,3 +266,12 @@ def test_ivf_pq_on_a_small_pool_is_refused_by_name_and_warns_once(capfd):
         SupportIndex(64, kind="ivf_pq", device="cpu").add(pool)
     assert len([w for w in caught if "recommends" in str(w.message)]) == 1
     assert "WARNING clustering" not in capfd.readouterr().err
+
+
+def test_an_ivf_search_that_reaches_fewer_than_k_keys_says_so():
+    keys = torch.nn.functional.normalize(torch.randn(400, 16), dim=-1)
+    index = SupportIndex(16, kind="ivf_flat", nlist=10, nprobe=1, device="cpu").add(keys)
+    with pytest.raises(ValueError, match=r"of the k=300 nearest keys are reachable .* nprobe=1 .* raise nprobe or lower k"):
+        index.search(keys[:5], 300)
+    similarities, positions = SupportIndex(16, kind="flat", device="cpu").add(keys).search(keys[:5], 300)
+    assert bool((positions >= 0).all()) and bool((similarities > -2).all())
