@@ -284,6 +284,9 @@ def test_bad_images_raise_with_the_file_or_are_skipped_and_listed(tiny, tmp_path
     with pytest.warns(UserWarning, match=r"2 image\(s\) were left out when this set was encoded with on_error='skip'"):
         plain = ak.extract(tiny, images, cache_dir=tmp_path / "c2", progress=False)
     assert torch.equal(plain.features, kept.features) and plain.metadata["skipped"] == skipped
+    with pytest.warns(UserWarning, match=r"2 image\(s\) were left out"):
+        entry = ak.extract(tiny, images, cache_dir=tmp_path / "c2", load=False, progress=False)
+    assert len(entry) == 998 and entry.metadata["skipped"] == skipped
 
 
 @pytest.mark.slow

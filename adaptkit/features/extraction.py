@@ -115,14 +115,20 @@ def _description(images: ImageSet, backbone: Backbone, key: str, views: int, see
                          "seed": seed if views > 1 else None, "key": key}}
 
 
-def _feature_set(manifest: dict, features: torch.Tensor, labels: torch.Tensor, on_error: str) -> FeatureSet:
+def _note_skipped(manifest: dict, on_error: str) -> None:
+    """Warn when a set cached with on_error='skip' is asked for under on_error='raise'."""
     skipped = manifest.get("skipped", [])
     if skipped and on_error == "raise":
         first = skipped[0]
         warnings.warn(f"{manifest['metadata'].get('name')}: {len(skipped)} image(s) were left out when this set was "
                       f"encoded with on_error='skip' (e.g. {first['image']}: {first['reason']}); the set is used "
                       "without them (metadata['skipped'] lists them). Fix the files and pass refresh=True to "
-                      "encode them.", UserWarning, stacklevel=3)
+                      "encode them.", UserWarning, stacklevel=4)
+
+
+def _feature_set(manifest: dict, features: torch.Tensor, labels: torch.Tensor, on_error: str) -> FeatureSet:
+    _note_skipped(manifest, on_error)
+    skipped = manifest.get("skipped", [])
     metadata = dict(manifest["metadata"])
     if skipped:
         metadata["skipped"] = skipped
@@ -148,8 +154,7 @@ def _entry(store: FeatureStore, key: str, on_error: str) -> FeatureEntry | None:
     for number, shard in enumerate(manifest["shards"]):
         if not store.verified(ShardPlan(number, shard["start"], shard["stop"], shard["id"])):
             return None
-    if manifest.get("skipped") and on_error == "raise":
-        _feature_set(manifest, torch.empty(0), torch.empty(0), on_error)
+    _note_skipped(manifest, on_error)
     return FeatureEntry(store, key, manifest)
 
 
