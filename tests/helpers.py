@@ -114,3 +114,27 @@ class ServerThread:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=self.timeout)
+
+
+def save_digits_adapter(path, alpha: float = 1.0):
+    """A GDA fitted on 2 shots per class of digits encoded by the tiny backbone, saved at ``path``
+    with its class names and backbone identity (what ``adaptkit serve`` loads). Returns ``path``."""
+    tiny = ak.Backbone(ak.TINY, device="cpu")
+    digits = ak.datasets.load("digits")
+    support = ak.extract(tiny, digits.few_shot(2, 1), cache_dir=False, progress=False)
+    text = tiny.text_classifier(digits.classnames, digits.templates)
+    ak.GDA(alpha=alpha, device="cpu").fit(support.features, support.labels, text_weights=text).save(
+        path, classnames=digits.classnames, backbone=tiny)
+    return path
+
+
+def small_recipe(tmp_path, **overrides):
+    """A two-shot, two-seed digits recipe of three adapters writing under ``tmp_path``."""
+    from adaptkit.recipes import parse_recipe
+
+    data = {"output": str(tmp_path / "out"), "shots": [1, 2], "seeds": [1, 2], "views": 2,
+            "adapters": ["zero_shot", "gda", "tip_adapter"], "datasets": [{"name": "digits"}],
+            "backbones": [{"name": "adaptkit-tiny"}], "cache_dir": str(tmp_path / "cache"),
+            "grids": {"tip_adapter": {"beta": [1.0, 5.0], "alpha": [0.5, 2.0]}}}
+    data.update(overrides)
+    return parse_recipe(data, "test.toml", base=tmp_path)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import adaptkit as ak
 from adaptkit.protocol import compare
 from adaptkit.recipes import load_recipe
 from adaptkit.serve import ServeConfig, create_app, load_predictor
-from helpers import ServerThread, write_jpegs
+from helpers import ServerThread, save_digits_adapter, write_jpegs
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("chromedriver") is None or shutil.which("chromium") is None,
@@ -45,13 +44,7 @@ def test_the_page_classifies_an_uploaded_jpeg_into_five_bars(browser, tmp_path):
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    tiny = ak.Backbone(ak.TINY, device="cpu")
-    digits = ak.datasets.load("digits")
-    support = ak.extract(tiny, digits.few_shot(2, 1), cache_dir=False, progress=False)
-    text = tiny.text_classifier(digits.classnames, digits.templates)
-    ak.GDA(device="cpu").fit(support.features, support.labels, text_weights=text).save(
-        tmp_path / "gda.safetensors", classnames=digits.classnames, backbone=tiny)
-    model, sha256 = load_predictor(tmp_path / "gda.safetensors", device="cpu")
+    model, sha256 = load_predictor(save_digits_adapter(tmp_path / "gda.safetensors"), device="cpu")
     image = write_jpegs(tmp_path / "imgs", n_classes=1, per_class=1, size=(64, 64))[0]
     with ServerThread(create_app(model, ServeConfig(), adapter_sha256=sha256)) as server:
         browser.get(server.url + "/")
@@ -59,7 +52,7 @@ def test_the_page_classifies_an_uploaded_jpeg_into_five_bars(browser, tmp_path):
         browser.find_element(By.ID, "files").send_keys(image)
         WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result .bar")) == 5)
         labels = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".result .bar .label")]
-        assert len(labels) == 5 and set(labels) <= set(digits.classnames)
+        assert len(labels) == 5 and set(labels) <= set(model.classnames)
         widths = [e.value_of_css_property("width") for e in browser.find_elements(By.CSS_SELECTOR, ".result .fill")]
         assert all(w.endswith("px") for w in widths)
         assert console_errors(browser) == []

@@ -7,18 +7,10 @@ from pathlib import Path
 import pytest
 
 from adaptkit.protocol import compare
-from adaptkit.recipes import RecipeError, load_recipe, parse_recipe
+from adaptkit.recipes import RecipeError, load_recipe
+from helpers import small_recipe
 
 RECIPES = Path(__file__).parent.parent / "recipes"
-
-
-def small_recipe(tmp_path, **overrides):
-    data = {"output": str(tmp_path / "out"), "shots": [1, 2], "seeds": [1, 2], "views": 2,
-            "adapters": ["zero_shot", "gda", "tip_adapter"], "datasets": [{"name": "digits"}],
-            "backbones": [{"name": "adaptkit-tiny"}], "cache_dir": str(tmp_path / "cache"),
-            "grids": {"tip_adapter": {"beta": [1.0, 5.0], "alpha": [0.5, 2.0]}}}
-    data.update(overrides)
-    return parse_recipe(data, "test.toml", base=tmp_path)
 
 
 def test_shipped_recipes_load():

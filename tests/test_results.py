@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from adaptkit.protocol import compare
-from adaptkit.recipes import parse_recipe
 from adaptkit.results import (
     classification_metrics,
     csv_table,
@@ -16,15 +15,7 @@ from adaptkit.results import (
     reference_table,
     summarize,
 )
-
-
-def small_recipe(tmp_path, **overrides):
-    data = {"output": str(tmp_path / "out"), "shots": [1, 2], "seeds": [1, 2], "views": 2,
-            "adapters": ["zero_shot", "gda", "tip_adapter"], "datasets": [{"name": "digits"}],
-            "backbones": [{"name": "adaptkit-tiny"}], "cache_dir": str(tmp_path / "cache"),
-            "grids": {"tip_adapter": {"beta": [1.0, 5.0], "alpha": [0.5, 2.0]}}}
-    data.update(overrides)
-    return parse_recipe(data, "test.toml", base=tmp_path)
+from helpers import small_recipe
 
 
 @pytest.mark.parametrize("line,problem", [

@@ -16,21 +16,14 @@ from PIL import Image
 import adaptkit as ak
 from adaptkit.serve import ServeConfig, create_app, load_predictor
 from adaptkit.serve.runner import check_binding
-from helpers import ServerThread, write_jpegs
+from helpers import ServerThread, save_digits_adapter, write_jpegs
 
 KEY = "k" * 24
 
 
 @pytest.fixture(scope="module")
 def adapter_file(tmp_path_factory):
-    tiny = ak.Backbone(ak.TINY, device="cpu")
-    digits = ak.datasets.load("digits")
-    support = ak.extract(tiny, digits.few_shot(2, 1), cache_dir=False, progress=False)
-    text = tiny.text_classifier(digits.classnames, digits.templates)
-    path = tmp_path_factory.mktemp("adapter") / "digits-gda.safetensors"
-    ak.GDA(alpha=10.0, device="cpu").fit(support.features, support.labels, text_weights=text).save(
-        path, classnames=digits.classnames, backbone=tiny)
-    return path
+    return save_digits_adapter(tmp_path_factory.mktemp("adapter") / "digits-gda.safetensors", alpha=10.0)
 
 
 @pytest.fixture(scope="module")

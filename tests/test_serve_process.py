@@ -14,22 +14,14 @@ import time
 import httpx
 import pytest
 
-import adaptkit as ak
-from helpers import free_port, write_jpegs
+from helpers import free_port, save_digits_adapter, write_jpegs
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def adapter_file(tmp_path_factory):
-    tiny = ak.Backbone(ak.TINY, device="cpu")
-    digits = ak.datasets.load("digits")
-    support = ak.extract(tiny, digits.few_shot(2, 1), cache_dir=False, progress=False)
-    text = tiny.text_classifier(digits.classnames, digits.templates)
-    path = tmp_path_factory.mktemp("adapter") / "gda.safetensors"
-    ak.GDA(device="cpu").fit(support.features, support.labels, text_weights=text).save(
-        path, classnames=digits.classnames, backbone=tiny)
-    return path
+    return save_digits_adapter(tmp_path_factory.mktemp("adapter") / "gda.safetensors")
 
 
 def start(adapter_file, *options):

@@ -8,8 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-import adaptkit as ak
-from helpers import free_port, write_jpegs
+from helpers import free_port, save_digits_adapter, write_jpegs
 
 pytestmark = pytest.mark.slow
 
@@ -20,13 +19,7 @@ def test_two_ray_serve_replicas_answer_like_the_predictor(tmp_path):
     from adaptkit.serve import ServeConfig, load_predictor
     from adaptkit.serve.ray_serve import deployment
 
-    tiny = ak.Backbone(ak.TINY, device="cpu")
-    digits = ak.datasets.load("digits")
-    support = ak.extract(tiny, digits.few_shot(2, 1), cache_dir=False, progress=False)
-    text = tiny.text_classifier(digits.classnames, digits.templates)
-    path = tmp_path / "gda.safetensors"
-    ak.GDA(alpha=10.0, device="cpu").fit(support.features, support.labels, text_weights=text).save(
-        path, classnames=digits.classnames, backbone=tiny)
+    path = save_digits_adapter(tmp_path / "gda.safetensors", alpha=10.0)
     model, sha256 = load_predictor(path, device="cpu")
     images = write_jpegs(tmp_path / "imgs", n_classes=2, per_class=3, size=(40, 40))
     expected = model.predict_proba(images)
