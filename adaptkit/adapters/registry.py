@@ -39,18 +39,16 @@ def register(cls: type) -> None:
     name = cls.name
     if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
         raise ValueError(f"{cls.__qualname__}.name must be a lower-case identifier such as 'my_adapter'; got {name!r}")
+    stale = []
     for other_name, other in ADAPTERS.items():
-        same = (other.__module__, other.__qualname__) == (cls.__module__, cls.__qualname__)
-        if same:
-            continue
-        if other_name == name:
+        if (other.__module__, other.__qualname__) == (cls.__module__, cls.__qualname__):
+            stale.append(other_name)
+        elif other_name == name:
             raise ValueError(f"adapter name {name!r} of {cls.__module__}.{cls.__qualname__} is taken by "
                              f"{other.__module__}.{other.__qualname__}")
-        if other.__name__ == cls.__name__:
+        elif other.__name__ == cls.__name__:
             raise ValueError(f"adapter class name {cls.__name__!r} ({cls.__module__}) is taken by {other.__module__}: "
                              "adapter files record the class name, so it must be unique")
-    stale = [n for n, other in ADAPTERS.items()
-             if (other.__module__, other.__qualname__) == (cls.__module__, cls.__qualname__)]
     for old in stale:
         del ADAPTERS[old]
     ADAPTERS[name] = cls
