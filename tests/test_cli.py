@@ -53,8 +53,8 @@ def bad_inputs(tmp_path):
     recipe = tmp_path / "recipe.toml"
     recipe.write_text('adapters = ["gda"]\nshotz = [1]\n[[datasets]]\nname = "digits"\n[[backbones]]\nname = "adaptkit-tiny"\n')
     return {
-        "unknown dataset": (["demo", "--dataset", "nosuch"], "nosuch"),
-        "missing root": (["demo", "--dataset", "dtd", "--root", str(tmp_path / "nowhere")], "nowhere"),
+        "unknown dataset": (["demo", "nosuch"], "nosuch"),
+        "missing root": (["demo", "dtd", "--root", str(tmp_path / "nowhere")], "nowhere"),
         "bad CSV header": (["compose", "eval", "--csv", str(csv)], "picture"),
         "unknown recipe key": (["compare", str(recipe)], "shotz"),
         "missing adapter file": (["predict", "--adapter", str(tmp_path / "gone.safetensors"), str(tmp_path)],
@@ -84,7 +84,7 @@ def test_bad_input_gives_a_short_message_in_cli_terms(bad_inputs, case, tmp_path
 
 @pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
-    done, _ = run_cli("demo", "--dataset", "dtd", "--root", str(tmp_path / "nowhere"), "--debug")
+    done, _ = run_cli("demo", "dtd", "--root", str(tmp_path / "nowhere"), "--debug")
     assert done.returncode != 0 and "Traceback" in done.stderr and "DatasetFilesMissing" in done.stderr
 
 
@@ -162,9 +162,9 @@ def test_cuda_without_a_gpu_is_one_line_naming_the_device():
 def test_quiet_and_debug_work_before_the_sub_command(tmp_path):
     quiet = runner.invoke(app, ["--quiet", "models"])
     assert quiet.exit_code == 0 and "adaptkit-tiny" in quiet.output
-    debug = runner.invoke(app, ["--debug", "demo", "--dataset", "dtd"])
+    debug = runner.invoke(app, ["--debug", "demo", "dtd"])
     assert isinstance(debug.exception, ValueError) and "root is required" in str(debug.exception)
-    plain = runner.invoke(app, ["demo", "--dataset", "dtd"])
+    plain = runner.invoke(app, ["demo", "dtd"])
     assert plain.exit_code == 1 and "adaptkit: error: root is required" in plain.output
 
 
@@ -189,7 +189,7 @@ def test_a_folder_with_one_bad_image_goes_through_demo_and_compare_with_on_error
 
     write_jpegs(tmp_path / "data", n_classes=2, per_class=12, size=(32, 32))
     (tmp_path / "data" / "class_0" / "0003.jpg").write_bytes(b"not a jpeg")
-    common = ["demo", "--dataset", "imagefolder", "--root", str(tmp_path / "data"), "--shots", "1", "--seeds", "1",
+    common = ["demo", "imagefolder", "--root", str(tmp_path / "data"), "--shots", "1", "--seeds", "1",
               "--views", "1", "--adapters", "zero_shot,gda", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     refused = runner.invoke(app, common)
     assert refused.exit_code == 1 and "pass --on-error skip to leave unreadable images out" in refused.output
@@ -210,3 +210,42 @@ def test_split_is_a_choice_and_every_backbone_option_names_the_hub_and_local_for
     for command in (["extract"], ["demo"], ["tta"], ["compose", "eval"], ["support", "build"]):
         help_text = "".join(runner.invoke(app, [*command, "--help"]).output.split())  # whatever the wrapping
         assert "hf-hub:org/repo" in help_text and "local-dir:" in help_text, command
+
+
+def _commands(group, prefix=()):
+    import typer.main
+
+    click_group = typer.main.get_command(group) if not hasattr(group, "commands") else group
+    for name, sub in click_group.commands.items():
+        if hasattr(sub, "commands"):
+            yield from _commands(sub, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_every_help_page_reads_as_english():
+    """Usage lines name arguments in capitals (``extract [OPTIONS] DATASET``) and metavars say what
+    to type (``N``, ``DIR``, ``raise|skip``), never Python types (``<str>``, ``list[Path]``, ``{dataset}``)."""
+    commands = list(_commands(app))
+    assert {("extract",), ("demo",), ("support", "build"), ("data", "check"), ("serve",)} <= set(commands)
+    for command in commands:
+        text = runner.invoke(app, [*command, "--help"], prog_name="adaptkit", terminal_width=200).output
+        usage = text.splitlines()[0]
+        assert usage.startswith(f"Usage: adaptkit {' '.join(command)} [OPTIONS]"), usage
+        assert all(re.fullmatch(r"\[?[A-Z_]+(\.\.\.)?\]?", word) for word in usage.split("[OPTIONS]")[1].split()), usage
+        options = text.split("Options:")[1]
+        assert not re.search(r"<\w|list\[|\b(str|int|float|Path)\b", options), (command, options)
+    usages = {c[-1]: runner.invoke(app, [*c, "--help"]).output.splitlines()[0] for c in commands}
+    assert usages["extract"].endswith("[OPTIONS] DATASET") and usages["demo"].endswith("[OPTIONS] [DATASET]")
+    assert usages["tta"].endswith("[OPTIONS] [DATASET]") and usages["check"].endswith("[OPTIONS] DATASET")
+    assert usages["build"].endswith("[OPTIONS] POOL...")
+    extract = runner.invoke(app, ["extract", "--help"], terminal_width=200).output
+    assert "--on-error raise|skip " in extract and "--batch-size N " in extract and "--root DIR " in extract
+    assert re.search(r"DATASET\s+dataset name: digits, caltech101,", extract)
+
+
+def test_the_dataset_is_positional_in_every_command_that_takes_one():
+    shown = runner.invoke(app, ["demo", "nosuch"])
+    assert shown.exit_code == 2 and "nosuch" in shown.output
+    assert "No such option" in runner.invoke(app, ["demo", "--dataset", "digits"]).output
+    assert runner.invoke(app, ["tta", "nosuch"]).exit_code == 2

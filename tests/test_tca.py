@@ -156,8 +156,7 @@ def test_anchors_appear_once_every_class_has_two_items_and_state_round_trips(tin
     anchored = vit_forward(tiny, torch.randn(2, 3, 32, 32), tca.policy, anchors=tca._anchor)
     assert anchored.token_counts[1] == 65
     tca.save(tmp_path / "tca.safetensors")
-    other = TCA(tiny, T, reservoir_size=3)
-    other.load(tmp_path / "tca.safetensors")
+    other = TCA.from_file(tmp_path / "tca.safetensors", backbone=tiny)
     torch.testing.assert_close(other.anchors, tca.anchors)
     pixels = torch.randn(3, 3, 32, 32)
     torch.testing.assert_close(other.update_predict(pixels), tca.update_predict(pixels))
@@ -220,7 +219,7 @@ def test_non_vit_backbone_is_refused():
 def test_cli_tta_runs_both_methods(tmp_path):
     runner = CliRunner()
     for method in ("tda", "tca"):
-        result = runner.invoke(app, ["tta", "--method", method, "--dataset", "digits", "--limit", "60",
+        result = runner.invoke(app, ["tta", "digits", "--method", method, "--limit", "60",
                                      "--cache-dir", str(tmp_path), "--device", "cpu"])
         assert result.exit_code == 0, result.output
         assert "accuracy" in result.output and "zero-shot" in result.output

@@ -17,9 +17,13 @@ import logging
 import os
 import re
 import sys
+import typing
 import warnings
+from pathlib import Path
 
 import typer
+import typer.core
+import typer.models
 
 from .._options import (
     CONDENSE_POLICIES,
@@ -34,16 +38,79 @@ from .._options import (
 )
 from .._version import __version__
 
-app = typer.Typer(help="Training-free adaptation of frozen CLIP models.", no_args_is_help=True,
-                  add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-support_app = typer.Typer(help="Support sets built from local image pools.", no_args_is_help=True,
-                          rich_markup_mode=None)
+METAVARS = {"backbone": "NAME", "pretrained": "TAG|FILE", "device": "auto|cpu|cuda[:N]", "workers": "auto|N",
+            "shots": "N", "seeds": "N,N,...", "adapters": "NAME,NAME,...|all", "template": "TEXT", "host": "ADDRESS",
+            "address": "ADDRESS", "only": "KEY=VALUE", "cors_origin": "ORIGIN"}
+"""Metavars by parameter name, where the type alone does not say what to type."""
+
+
+def _metavar(name: str, annotation) -> str:
+    """What a user types for an option: ``raise|skip``, ``N``, ``DIR``, ``FILE`` (never ``<str>``)."""
+    annotation = next((a for a in typing.get_args(annotation) if a is not type(None)), annotation)
+    if typing.get_origin(annotation) is list:
+        return _metavar(name, typing.get_args(annotation)[0])
+    if name == "shots" and annotation is str:
+        return "N,N,..."
+    if name in METAVARS:
+        return METAVARS[name]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "|".join(member.value for member in annotation)
+    if annotation is int:
+        return "N"
+    if annotation is float:
+        return "NUMBER"
+    if annotation is Path:
+        return "DIR" if name == "root" or name.endswith("_dir") else "FILE"
+    return "TEXT"
+
+
+class Command(typer.core.TyperCommand):
+    """A command whose usage line and argument list read as English: ``adaptkit extract [OPTIONS]
+    DATASET``, each argument with its help and, for a choice, the values it takes."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar]
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments = [(param.metavar, _argument_help(param)) for param in self.get_params(ctx)
+                     if param.param_type_name == "argument"]
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        options = [r for r in (p.get_help_record(ctx) for p in self.get_params(ctx) if p.param_type_name == "option")
+                   if r is not None]
+        if options:
+            with formatter.section("Options"):
+                formatter.write_dl(options)
+
+
+def _argument_help(param) -> str:
+    text = param.help or ""
+    if param.type_descriptor.is_choice:
+        text += f": {', '.join(str(getattr(c, 'value', c)) for c in param.type_descriptor.choices)}"
+    if not param.required and param.default is not None:
+        text += f"  [default: {getattr(param.default, 'value', param.default)}]"
+    return text
+
+
+class Typer(typer.Typer):
+    """adaptkit's command groups: every command is a :class:`Command`."""
+
+    def command(self, *args, cls=Command, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = Typer(help="Training-free adaptation of frozen CLIP models.", no_args_is_help=True,
+            add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+support_app = Typer(help="Support sets built from local image pools.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(support_app, name="support")
-data_app = typer.Typer(help="Prepare and check dataset folders (CoOp layout).", no_args_is_help=True,
-                       rich_markup_mode=None)
+data_app = Typer(help="Prepare and check dataset folders (CoOp layout).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
-compose_app = typer.Typer(help="Compositional image-text matching (ComCLIP).", no_args_is_help=True,
-                          rich_markup_mode=None)
+compose_app = Typer(help="Compositional image-text matching (ComCLIP).", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(compose_app, name="compose")
 
 FLAGS = ("pretrained", "root", "shots", "seed", "seeds", "views", "batch_size", "cache_dir", "device", "workers",
@@ -135,7 +202,15 @@ def command(function):
 
 
 def _with_common_options(function):
+    """The command's signature with --quiet and --debug added and every metavar in English."""
     signature = inspect.signature(function)
+    hints = typing.get_type_hints(function)
+    for name, parameter in signature.parameters.items():
+        info = parameter.default
+        if isinstance(info, typer.models.ArgumentInfo) and info.metavar is None:
+            info.metavar = name.upper() + ("..." if typing.get_origin(hints[name]) is list else "")
+        elif isinstance(info, typer.models.OptionInfo) and info.metavar is None and hints[name] is not bool:
+            info.metavar = _metavar(name, hints[name])
     extra = [inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=QUIET, annotation=bool),
              inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, default=DEBUG, annotation=bool)]
     return signature.replace(parameters=[*signature.parameters.values(), *extra])

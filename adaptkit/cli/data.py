@@ -15,33 +15,33 @@ from .app import PreparableName, command, data_app
 @data_app.command("prepare")
 @command
 def data_prepare(
-    name: PreparableName = typer.Argument(..., help="dataset name, e.g. oxford_pets"),
+    dataset: PreparableName = typer.Argument(..., help="dataset name, e.g. oxford_pets"),
     root: Path = typer.Option(..., help="folder that holds (or will hold) the datasets"),
 ) -> None:
     """Download what torchvision can into CoOp's layout and say exactly what to fetch by hand."""
     from ..data.prepare import expected_layout, prepare
 
-    todo = prepare(name.value, root)
-    typer.echo(f"{name.value}: expected layout {expected_layout(name.value)}")
+    todo = prepare(dataset.value, root)
+    typer.echo(f"{dataset.value}: expected layout {expected_layout(dataset.value)}")
     for step in todo:
         typer.echo(f"  to do by hand: {step}")
-    typer.echo(f"  then run: adaptkit data check {name.value} --root {root}" if todo else f"{name.value}: ready")
+    typer.echo(f"  then run: adaptkit data check {dataset.value} --root {root}" if todo else f"{dataset.value}: ready")
 
 
 @data_app.command("check")
 @command
 def data_check(
-    name: PreparableName = typer.Argument(..., help="dataset name"),
+    dataset: PreparableName = typer.Argument(..., help="dataset name"),
     root: Path = typer.Option(..., help="folder that holds the datasets"),
 ) -> None:
     """Report missing folders, split files and images of a prepared dataset (exit code 1 if any)."""
     from ..data.prepare import check
 
-    report = check(name.value, root)
+    report = check(dataset.value, root)
     if report["problem"]:
         typer.echo(report["problem"])
     for split, info in report["splits"].items():
         examples = f" e.g. {', '.join(info['examples'])}" if info["examples"] else ""
-        typer.echo(f"{name.value}/{split}: {info['images']} images listed, {info['missing']} missing{examples}")
+        typer.echo(f"{dataset.value}/{split}: {info['images']} images listed, {info['missing']} missing{examples}")
     typer.echo("ok" if report["ok"] else "incomplete")
     raise typer.Exit(0 if report["ok"] else 1)

@@ -17,9 +17,9 @@ from .app import BACKBONE, DEVICE, PRECISION, WORKERS, DatasetName, OnError, Pre
 @app.command()
 @command
 def demo(
+    dataset: DatasetName = typer.Argument("digits", help="digits (offline) or a dataset with --root"),
     backbone: str = BACKBONE,
     pretrained: Optional[str] = typer.Option(None, help="open_clip tag (openai, ...) or a weights file"),
-    dataset: DatasetName = typer.Option("digits", help="digits (offline) or a dataset with --root"),
     root: Optional[Path] = typer.Option(None, help="dataset folder"),
     shots: str = typer.Option("1,4,16", help="comma-separated shots per class"),
     seeds: str = typer.Option("1,2,3", help="comma-separated seeds"),
@@ -93,7 +93,7 @@ def _parse_only(only: list[str]) -> dict[str, set[str]]:
 def compare(
     recipe: Path = typer.Argument(..., help="recipe TOML, e.g. recipes/demo.toml"),
     only: list[str] = typer.Option([], help="run a subset, e.g. --only adapter=gda,tip_adapter --only shots=16"),
-    output: Optional[Path] = typer.Option(None, help="output folder (default: the recipe's output)"),
+    output: Optional[Path] = typer.Option(None, metavar="DIR", help="output folder (default: the recipe's output)"),
     reference: bool = typer.Option(False, help="print published RN50 averages next to the measured ones"),
 ) -> None:
     """Run a protocol recipe (resuming finished rows) and write results.jsonl, table.md, table.csv,

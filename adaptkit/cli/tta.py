@@ -29,8 +29,8 @@ from .app import (
 @app.command()
 @command
 def tta(
+    dataset: DatasetName = typer.Argument("digits", help="digits or a dataset with --root (ImageNet variants too)"),
     method: Method = typer.Option("tda", help="tda (cached features, any backbone) or tca (token condensation, ViT)"),
-    dataset: DatasetName = typer.Option("digits", help="digits or a dataset with --root (ImageNet variants too)"),
     root: Optional[Path] = typer.Option(None, help="dataset folder"),
     split: Split = typer.Option("test", help="train, val or test: the split to stream"),
     backbone: str = BACKBONE,
