@@ -74,20 +74,3 @@ def read_state(path: str | os.PathLike, method: str) -> tuple[dict, dict[str, to
 def refuse(path, method: str, err: Exception) -> UntrustedFileError:
     """A state file whose content fails validation, named."""
     return UntrustedFileError(f"{path} is not a {method.upper()} state file adaptkit can trust: {err}")
-
-
-def load_state_file(target, path: str | os.PathLike, method: str, text_weights: torch.Tensor,
-                    backbone_weights: str | None = None) -> None:
-    """Load the state file ``path`` into ``target`` (a TDA or TCA) when it was written with the same
-    text weights and, when ``backbone_weights`` is given, the same backbone weights."""
-    header, tensors = read_state(path, method)
-    weights = tensors.pop("text_weights", None)
-    same_backbone = backbone_weights is None or header.get("backbone", {}).get("weights") == backbone_weights
-    if not same_backbone or weights is None or weights.shape != text_weights.shape or \
-            not torch.allclose(weights.to(text_weights.device), text_weights, atol=1e-6):
-        other = "other text weights" if backbone_weights is None else "another backbone or other text weights"
-        raise ValueError(f"{path} holds the state of a {method.upper()} with {other}")
-    try:
-        target.load_state_dict(tensors)
-    except (ValueError, TypeError) as err:
-        raise refuse(path, method, err) from None

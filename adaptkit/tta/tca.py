@@ -30,7 +30,7 @@ from .._validation import check_features
 from ..backbones import Backbone
 from ..data.decode import load_image
 from .condense import POLICIES, default_layers, flops_per_image, make_policy
-from .state import check_state, load_state_file, read_state, refuse, save_state
+from .state import check_state, read_state, refuse, save_state
 from .tokens import check_vit, vit_forward
 
 
@@ -205,10 +205,6 @@ class TCA:
         checksummed file (atomically)."""
         save_state(path, "tca", {**self.state_dict(), "text_weights": self.text_weights},
                    {"params": self._params, "backbone": self.backbone.identity})
-
-    def load(self, path: str | os.PathLike) -> None:
-        """Restore a reservoir written by :meth:`save` (same backbone and text weights)."""
-        load_state_file(self, path, "tca", self.text_weights, self.backbone.identity["weights"])
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, backbone: Backbone | None = None, **backbone_options) -> TCA:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .._clip import LOGIT_SCALE
 from .._params import DEVICE, FLOAT32_MAX, Float, Int, StrOptions, check_params
 from .._validation import check_features, resolve_device
-from .state import check_state, load_state_file, read_state, refuse, save_state
+from .state import check_state, read_state, refuse, save_state
 
 WEIGHT = [Float(0, FLOAT32_MAX)]
 BAND = [tuple, list]
@@ -173,10 +173,6 @@ class TDA:
     def save(self, path: str | os.PathLike) -> None:
         """Write the caches, hyper-parameters and text weights to a checksummed file (atomically)."""
         save_state(path, "tda", {**self.state_dict(), "text_weights": self.text_weights}, {"params": self._params})
-
-    def load(self, path: str | os.PathLike) -> None:
-        """Restore caches written by :meth:`save`; the file's text weights must be this TDA's."""
-        load_state_file(self, path, "tda", self.text_weights)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: str = "auto") -> TDA:
