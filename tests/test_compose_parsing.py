@@ -5,6 +5,15 @@
 how each part was used: ``dev`` captions were read while writing the rules, ``heldout`` ones were
 scored before the last round of rule changes (94.8 % then), ``blind`` ones once before any change
 made after reading them (90.9 % then).
+
+``tests/data/captions_comvg.tsv`` is a second set, from another benchmark: the 279 distinct
+sentences of ComVG (Jiang et al., "Comclip: Training-free compositional image and text
+matching", 2024; ``datasets/ComVG.csv`` of github.com/eric-ai-lab/ComCLIP, MIT licence) with the
+benchmark's own gold triplets, unedited. Its sentences are generated from Visual Genome
+relations and carry the grammar errors of generated captions ("a cat is drinks the water", "a
+man is hold a fork", "a woman is looking a screen", "a man wears glasses"); the parser scored
+91.9 % on it before the rules for those errors were added. Seven of its gold objects do not
+match their sentence ("a woman is riding the sea." -> bike), so 98.7 % is its ceiling.
 """
 
 from __future__ import annotations
@@ -158,15 +167,16 @@ KNOWN_FAILURES = [
     ("the dog that the cat chased", ("cat", "chase", "dog")),
     ("A white with red striped bus drives down the slow lane.", ("bus", "drive", "lane")),
     ("A woman skiing down a snowy, tree-lined path.", ("woman", "ski", "path")),
-    ("A man in black jacket next to a red motorcycle.", ("man", "next to", "motorcycle")),
 ]
 
 CAPTION_SET = Path(__file__).parent / "data" / "captions.tsv"
+SECOND_SET = Path(__file__).parent / "data" / "captions_comvg.tsv"
 
 
-def read_caption_set() -> list[dict]:
-    with open(CAPTION_SET, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+def read_caption_set(path: Path = CAPTION_SET) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return [{"set": "second", **row} for row in rows]
 
 
 def head_noun_accuracy(rows: list[dict], parser) -> dict[str, float]:
@@ -203,10 +213,21 @@ def test_caption_set_is_large_real_and_complete():
     assert Counter(row["set"] for row in rows).keys() == {"dev", "heldout", "blind"}
 
 
-def test_head_noun_accuracy_on_real_captions_is_at_least_95_percent():
+def test_head_noun_accuracy_on_real_captions_is_at_least_97_percent():
     accuracy = head_noun_accuracy(read_caption_set(), RuleParser())
-    assert accuracy["all"] >= 0.95, accuracy
+    assert accuracy["all"] >= 0.97, accuracy
     assert accuracy["blind"] >= 0.95, accuracy
+
+
+def test_second_caption_set_is_another_benchmark_and_kept_apart():
+    rows, own = read_caption_set(SECOND_SET), {row["caption"].lower() for row in read_caption_set()}
+    assert len(rows) == 279 and all(row["source"].startswith("comvg#") for row in rows)
+    assert not own & {row["caption"].lower() for row in rows}
+
+
+def test_head_noun_accuracy_on_the_second_caption_set_is_at_least_95_percent():
+    accuracy = head_noun_accuracy(read_caption_set(SECOND_SET), RuleParser())
+    assert accuracy["second"] >= 0.95, accuracy
 
 
 def test_spacy_parser_accuracy_on_the_same_captions():
@@ -217,7 +238,7 @@ def test_spacy_parser_accuracy_on_the_same_captions():
         parser = SpacyParser()
     except OSError:
         pytest.skip("spaCy has no en_core_web_sm model here")
-    accuracy = head_noun_accuracy(read_caption_set(), parser)
+    accuracy = head_noun_accuracy(read_caption_set() + read_caption_set(SECOND_SET), parser)
     print(f"spaCy head-noun accuracy: {accuracy}")
     assert accuracy["all"] >= 0.8, accuracy
 

@@ -47,6 +47,15 @@ ING_NOUNS = {"building", "painting", "clothing", "ceiling", "railing", "wedding"
              "filling", "opening", "drawing", "carving", "awning", "sibling", "offering", "setting", "buildings",
              "paintings", "drawings", "railings", "ceilings", "pudding", "dumpling", "stuffing", "seasoning"}
 """Words in "-ing" that name things ("a brick building"): nouns unless an object follows them."""
+PLURAL_ONLY = {"glasses", "sunglasses", "eyeglasses", "goggles", "binoculars", "scissors", "tongs", "pliers",
+               "tweezers", "pants", "trousers", "jeans", "shorts", "leggings", "tights", "pajamas", "pyjamas",
+               "overalls", "suspenders", "clothes", "headphones", "earphones", "earbuds", "shears", "clippers"}
+"""Nouns used in the plural only: never verbs in a caption ("a man wears glasses")."""
+CLOTHING = PLURAL_ONLY | {"shirt", "t-shirt", "jacket", "coat", "dress", "suit", "uniform", "hat", "cap", "helmet",
+                          "sweater", "hoodie", "costume", "outfit", "skirt", "vest", "jersey", "apron", "robe", "tie",
+                          "boots", "shoes", "wetsuit", "scarf", "blouse", "tuxedo", "gown", "bikini", "swimsuit",
+                          "trunks", "gear", "top", "black", "white", "red", "blue", "green", "pink"}
+"""What "in" introduces when it describes a person ("a man in a black shirt on a court")."""
 POSTNOMINAL = {"full", "open", "shaped", "ready", "alone", "free", "filled", "covered", "missing", "loaded"}
 PARTS = {"top", "bottom", "side", "back", "front", "edge", "middle", "center", "centre", "corner", "end", "rest"}
 FRAMES = {"picture", "photo", "photograph", "image", "view", "close", "closeup", "shot", "snapshot", "scene"}

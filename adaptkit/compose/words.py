@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from lemminflect import getAllInflections, getAllLemmas, getAllLemmasOOV
 
-from .lexicon import CLOSED, DETERMINERS, IRREGULAR_NOUNS, PLURAL_DETERMINERS, POSSESSIVES
+from .lexicon import CLOSED, DETERMINERS, IRREGULAR_NOUNS, PLURAL_DETERMINERS, PLURAL_ONLY, POSSESSIVES
 
 
 @lru_cache(maxsize=65536)
@@ -28,7 +28,9 @@ def noun_lemma(word: str) -> str:
 
 def verb_lemma(word: str) -> str | None:
     """The base form of ``word`` if it can be a verb (the lexicon, or regular "-ing"/"-ed"/"-s"
-    morphology for words it does not list), else ``None``."""
+    morphology for words it does not list), else ``None``; plural-only nouns are never verbs."""
+    if word in PLURAL_ONLY:
+        return None
     known = lemma_classes(word)
     if "VERB" in known:
         return known["VERB"][0]
@@ -84,6 +86,16 @@ def plural(word: str) -> bool:
         is_noun(word) and noun_lemma(word) != word
 
 
+def _dropped_g(word: str) -> str:
+    """ "brushin" (a dropped g, with or without its apostrophe) as "brushing", when the lexicon
+    knows only the latter."""
+    bare = word.rstrip("'")
+    if bare.endswith("in") and not lemma_classes(bare) and "VERB" in lemma_classes(bare + "g"):
+        return bare + "g"
+    return word
+
+
 def tokens(text: str) -> list[str]:
-    words = re.findall(r"[a-z]+(?:[-'][a-z]+)*|,", text.lower().replace("’", "'"))
-    return [w[:-2] if w.endswith("'s") else w for w in words if w not in ("s", "'s")]
+    words = re.findall(r"[a-z]+(?:[-'][a-z]+)*'?|,", text.lower().replace("’", "'"))
+    words = [w[:-2] if w.endswith("'s") else _dropped_g(w).rstrip("'") for w in words if w not in ("s", "'s")]
+    return [w for w in words if w]
