@@ -11,6 +11,7 @@ import random
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import adaptkit as ak
@@ -285,3 +286,41 @@ def test_create_app_checks_its_arguments(predictor):
     with pytest.raises(ValueError, match="max_batch"):
         ServeConfig(max_batch=0)
     assert json.loads(json.dumps(ServeConfig().__dict__))["max_batch"] == 32
+
+
+def test_a_batch_waits_only_for_requests_on_their_way():
+    """A lone request starts at once whatever max_wait_ms; one still being decoded joins the batch."""
+    import time
+
+    from adaptkit.serve.batching import Batcher
+
+    sizes = []
+
+    def infer(pixels):
+        sizes.append(len(pixels))
+        return pixels.flatten(1).numpy()
+
+    async def scenario():
+        batcher = Batcher(infer, max_batch=8, max_wait_ms=2000, max_queue=16)
+        batcher.start()
+        try:
+            start = time.perf_counter()
+            alone = await batcher.submit([torch.ones(1, 1, 1)])
+            lone_seconds = time.perf_counter() - start
+
+            async def request(value, decode_seconds):
+                with batcher.expecting():
+                    await asyncio.sleep(decode_seconds)
+                    queued = batcher.enqueue([torch.full((1, 1, 1), float(value))])
+                return await asyncio.gather(*queued)
+
+            start = time.perf_counter()
+            together = await asyncio.gather(request(2, 0.0), request(3, 0.2))
+            return alone, lone_seconds, together, time.perf_counter() - start
+        finally:
+            await batcher.stop()
+
+    alone, lone_seconds, together, pair_seconds = asyncio.run(scenario())
+    assert lone_seconds < 1.0 and alone[0].tolist() == [1.0]
+    assert sizes == [1, 2], sizes
+    assert [row[0].tolist() for row in together] == [[2.0], [3.0]] and pair_seconds < 1.5

@@ -101,9 +101,8 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
-        too_large = _error(413, f"the request body exceeds {self.limit} bytes", "body")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await too_large(scope, receive, send)
+            return await _error(413, f"the request body exceeds {self.limit} bytes", "body")(scope, receive, send)
         seen = 0
 
         async def limited():
@@ -236,6 +235,32 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
     async def classify(request: Request):
         """Multipart form: ``images`` (one or more files), optional ``top_k``. Per image its top-k
         classes with probabilities, or an error; the other images of the request still succeed."""
+        try:
+            with batcher.expecting():
+                prepared, names, top_k = await receive(request)
+                good = [i for i, item in enumerate(prepared) if isinstance(item, torch.Tensor)]
+                images = [prepared[i] for i in good]
+                queued = batcher.enqueue(images) if images and submit is None else None
+            probabilities = [] if not images else await submit(images) if submit else await asyncio.gather(*queued)
+        except QueueFull as err:
+            metrics.images.labels("refused_queue_full").inc(len(good))
+            raise ClientError(503, f"the server is busy ({err}); retry shortly", None, {"Retry-After": "1"}) from None
+        by_index = dict(zip(good, probabilities))
+        results = []
+        for i, (name, item) in enumerate(zip(names, prepared)):
+            if i in by_index:
+                row = np.asarray(by_index[i])
+                order = np.argsort(-row, kind="stable")[:top_k]
+                results.append({"index": i, "filename": name,
+                                "top": [{"class": card["classes"][j], "probability": float(row[j])} for j in order]})
+            else:
+                results.append({"index": i, "filename": name, "error": item})
+        metrics.images.labels("classified").inc(len(good))
+        metrics.images.labels("refused_bad_image").inc(len(prepared) - len(good))
+        return JSONResponse({"results": results, "adapter": card["adapter"]})
+
+    async def receive(request: Request) -> tuple[list, list[str], int]:
+        """The request's images preprocessed (or why each cannot be), their names and top_k."""
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             raise ClientError(415, f"expected a multipart/form-data body with 'images' files; got "
@@ -266,25 +291,7 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
         prepared = await asyncio.gather(*(
             loop.run_in_executor(decoder, prepare, predictor, data, name, config.max_pixels) if data is not None else
             _not_a_file(name) for data, name in zip(payloads, names)))
-        good = [i for i, item in enumerate(prepared) if isinstance(item, torch.Tensor)]
-        try:
-            probabilities = await (submit or batcher.submit)([prepared[i] for i in good]) if good else []
-        except QueueFull as err:
-            metrics.images.labels("refused_queue_full").inc(len(good))
-            raise ClientError(503, f"the server is busy ({err}); retry shortly", None, {"Retry-After": "1"}) from None
-        by_index = dict(zip(good, probabilities))
-        results = []
-        for i, (name, item) in enumerate(zip(names, prepared)):
-            if i in by_index:
-                row = np.asarray(by_index[i])
-                order = np.argsort(-row, kind="stable")[:top_k]
-                results.append({"index": i, "filename": name,
-                                "top": [{"class": card["classes"][j], "probability": float(row[j])} for j in order]})
-            else:
-                results.append({"index": i, "filename": name, "error": item})
-        metrics.images.labels("classified").inc(len(good))
-        metrics.images.labels("refused_bad_image").inc(len(parts) - len(good))
-        return JSONResponse({"results": results, "adapter": card["adapter"]})
+        return prepared, names, top_k
 
     return app
 
