@@ -138,3 +138,47 @@ def small_recipe(tmp_path, **overrides):
             "grids": {"tip_adapter": {"beta": [1.0, 5.0], "alpha": [0.5, 2.0]}}}
     data.update(overrides)
     return parse_recipe(data, "test.toml", base=tmp_path)
+
+
+def raw_request(url: str, **options) -> bytes:
+    """The bytes of one HTTP/1.1 keep-alive POST to ``url`` (httpx builds headers and body from
+    ``files=``, ``data=``, ``content=``, ``headers=``), to replay many times at little client cost."""
+    import httpx
+
+    request = httpx.Request("POST", url, **options)
+    body = request.read()
+    lines = [f"POST {request.url.raw_path.decode()} HTTP/1.1", f"Host: {request.url.netloc.decode()}"]
+    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "connection")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def replay(port: int, requests: list[bytes], concurrency: int = 4, timeout: float = 300) -> list[int]:
+    """Send prebuilt ``requests`` to 127.0.0.1:``port`` over ``concurrency`` keep-alive connections
+    (reconnecting when the server closes one); the status of each, in order."""
+    import asyncio
+
+    statuses = [0] * len(requests)
+
+    async def connection(indices):
+        reader = writer = None
+        for i in indices:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(requests[i])
+            head = await reader.readuntil(b"\r\n\r\n")
+            fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+            fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
+            await reader.readexactly(int(fields.get(b"content-length", b"0")))
+            statuses[i] = int(head.split()[1])
+            if fields.get(b"connection", b"").lower() == b"close":
+                writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    async def run():
+        await asyncio.wait_for(asyncio.gather(*(connection(range(k, len(requests), concurrency))
+                                                for k in range(concurrency))), timeout)
+
+    asyncio.run(run())
+    return statuses
