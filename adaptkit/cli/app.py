@@ -68,6 +68,13 @@ class Command(typer.core.TyperCommand):
     """A command whose usage line and argument list read as English: ``adaptkit extract [OPTIONS]
     DATASET``, each argument with its help and, for a choice, the values it takes."""
 
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as err:  # typer's pydantic coercion prefixes its messages
+            err.message = err.message.removeprefix("Value error, ")
+            raise
+
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar]
         for param in self.get_params(ctx):
