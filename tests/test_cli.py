@@ -59,13 +59,14 @@ def bad_inputs(tmp_path):
         "unknown recipe key": (["compare", str(recipe)], "shotz"),
         "missing adapter file": (["predict", "--adapter", str(tmp_path / "gone.safetensors"), str(tmp_path)],
                                  "gone.safetensors"),
+        "misspelt backbone": (["extract", "digits", "--backbone", "ViT-B32"], "--backbone 'ViT-B32'"),
         "offline weights": (["demo", "--backbone", "ViT-B-32", "--pretrained", "openai", "--cache-dir", str(tmp_path)],
                             "--pretrained FILE"),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown dataset", "missing root", "bad CSV header", "unknown recipe key",
-                                  "missing adapter file"])
+                                  "missing adapter file", "misspelt backbone"])
 def test_bad_input_gives_a_short_message_in_cli_terms(bad_inputs, case):
     args, name = bad_inputs[case]
     result = runner.invoke(app, args)
@@ -76,6 +77,9 @@ def test_bad_input_gives_a_short_message_in_cli_terms(bad_inputs, case):
                                       else result.output.startswith("adaptkit: error: ")), result.output
     if case == "missing root":
         assert "next: adaptkit data prepare dtd --root" in result.output
+    if case == "misspelt backbone":
+        assert "ViT-B-32" in result.output and "adaptkit models lists" in result.output
+        assert "name=" not in result.output and "list_backbones" not in result.output
 
 
 @pytest.mark.slow

@@ -150,8 +150,15 @@ PRECISION = typer.Option("auto", help="auto (fp16 autocast on CUDA, fp32 on CPU)
 WORKERS = typer.Option("auto", help="image-decoding processes: auto (one per usable CPU) or a number ≥ 0")
 
 
+PHRASES = ((re.compile(r"\bname=('[^']*') (is not an open_clip architecture)"), r"--backbone \1 \2"),
+           (re.compile(r"adaptkit\.list_backbones\(\)"), "adaptkit models"))
+"""Python spellings whose CLI words differ from the argument's name."""
+
+
 def _in_cli_terms(message: str) -> str:
     """Python argument spellings (``pretrained=``) as the flags a CLI user types (``--pretrained``)."""
+    for pattern, replacement in PHRASES:
+        message = pattern.sub(replacement, message)
     quoted = r"(?<![\w.(,<])(" + "|".join(FLAGS) + r")='([^'\s]*)'"
     message = re.sub(quoted, lambda m: f"--{m.group(1).replace('_', '-')} {m.group(2)}", message)
     pattern = r"(?<![\w.(,<])(" + "|".join(FLAGS) + r")=( ?)(?=[^<\s])"
