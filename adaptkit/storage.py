@@ -102,8 +102,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
     except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
-            raise OSError(f"cannot write {path}: {err.strerror or err}") from err
+        # safetensors reports a full disk or a file-size limit as its own error, not an OSError
+        if isinstance(err, SafetensorError) or (isinstance(err, OSError) and not isinstance(err, FileNotFoundError)):
+            raise OSError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from err
         raise
     _fsync_directory(path.parent)
 
@@ -114,7 +115,9 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """The raw bytes of a CPU tensor, without copying when it is contiguous."""
+    """The raw bytes of a CPU tensor, without copying when it is contiguous (none when it is empty)."""
+    if tensor.numel() == 0:
+        return memoryview(b"")
     return memoryview(tensor.detach().cpu().contiguous().view(torch.uint8).numpy()).cast("B")
 
 
