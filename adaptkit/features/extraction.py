@@ -213,6 +213,7 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
         raise ValueError(f"images {images.name!r} holds no images; there is nothing to encode")
     if engine == "ray" and decode == "gpu":
         raise ValueError("decode='gpu' runs with engine='local'; the Ray engine decodes on CPU workers")
+    images.source.check_unchanged()
     transform = backbone.preprocess if views == 1 else backbone.support_augmentation()
     transform_id = repr(transform) + ("|decode=gpu" if decode == "gpu" else "")
     key = cache_key(backbone, images, transform_id, views, seed, dtype)
@@ -234,13 +235,13 @@ def extract(backbone: Backbone, images: ImageSet, views: int = 1, seed: int = 0,
         return _extract_in_memory(backbone, images, transform, views, seed, plans, key, dtype, encode, options)
 
     store = FeatureStore(expand_path(cache_dir, "cache_dir") if cache_dir is not None else default_cache_dir())
-    store.check_writable()
-    store.remove_stale_temporaries()
     read = _read_entry if load else _entry
-    if not refresh:
+    store.remove_stale_temporaries()  # leftovers of killed writes; a read-only cache keeps its own
+    if not refresh:  # a finished entry needs no write: read-only caches serve it
         found = read(store, key, on_error)
         if found is not None:
             return found
+    store.check_writable(f"{images.name} is not among its finished entries")
     with store.lock(key):
         if refresh:
             store.remove(key)

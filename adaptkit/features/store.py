@@ -89,16 +89,17 @@ class FeatureStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    def check_writable(self) -> None:
-        """Fail now, before any encoding, when the store cannot be written."""
+    def check_writable(self, why: str = "") -> None:
+        """Fail now, before any encoding, when the store cannot be written (``why`` it must be)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as err:
-            raise ValueError(f"cache_dir={str(self.root)!r} cannot be written ({err.strerror or err}); pass a "
-                             "writable folder, or cache_dir=False to encode without caching") from None
+            raise ValueError(f"cache_dir={str(self.root)!r} cannot be written ({err.strerror or err})"
+                             f"{': ' + why if why else ''}; a read-only cache serves only the entries it holds. "
+                             "Pass a writable folder, or cache_dir=False to encode without caching") from None
 
     def remove_stale_temporaries(self, max_age_s: float = STALE_TEMPORARY_S) -> list[Path]:
         """Delete temporary files a killed write left in ``shards/`` and ``entries/`` (older than
@@ -110,7 +111,7 @@ class FeatureStore:
                     if now - path.stat().st_mtime > max_age_s:
                         path.unlink()
                         removed.append(path)
-                except FileNotFoundError:
+                except OSError:  # gone meanwhile, or a cache this process may not write
                     continue
         if removed:
             logger.info("feature cache %s: removed %d stale temporary file(s) of killed writes", self.root, len(removed))
