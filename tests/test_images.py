@@ -273,3 +273,39 @@ def test_a_broken_symlink_and_a_jfif_in_a_folder_are_listed_not_dropped(tiny, tm
     kept = ak.extract(tiny, images, cache_dir=False, on_error="skip", num_workers=0, progress=False)
     assert len(kept) == len(listed) - 1
     assert "broken symbolic link" in kept.metadata["skipped"][0]["reason"]
+
+
+def _write_shard(path, jpegs, images_first=False):
+    import webdataset as wds
+
+    with wds.TarWriter(str(path)) as sink:
+        for i, jpeg in enumerate(jpegs):
+            sample = {"__key__": f"s{i:03d}", "jpg": Path(jpeg).read_bytes(), "cls": i % 2}
+            sink.write(sample if images_first else {"__key__": sample["__key__"], "cls": i % 2, "jpg": sample["jpg"]})
+    return path
+
+
+@pytest.mark.parametrize("images_first", [False, True])
+@pytest.mark.parametrize("kept", [0.3, 0.6])
+def test_a_truncated_webdataset_shard_is_refused_with_its_sample_count(tmp_path, images_first, kept):
+    shard = _write_shard(tmp_path / "pool-000.tar", write_jpegs(tmp_path / "jpegs", n_classes=2, per_class=4),
+                         images_first)
+    assert len(ImageSet.from_webdataset(str(shard))) == 8
+    data = shard.read_bytes()
+    shard.write_bytes(data[:int(len(data) * kept)])
+    with pytest.raises(ValueError, match=r"pool-000.tar is truncated or damaged: its listing stops at byte \d+ of "
+                                         r"\d+ after \d sample\(s\), with no end-of-archive block"):
+        ImageSet.from_webdataset(str(shard))
+
+
+def test_a_shard_rewritten_after_indexing_is_named_not_read_at_old_offsets(tiny, tmp_path):
+    jpegs = write_jpegs(tmp_path / "jpegs", n_classes=2, per_class=4)
+    shard = _write_shard(tmp_path / "pool-000.tar", jpegs)
+    pool = ImageSet.from_webdataset(str(shard), label_key=None)
+    _write_shard(shard, jpegs[::-1], images_first=True)
+    os.utime(shard, ns=(1, 1))
+    for on_error in ("raise", "skip"):
+        with pytest.raises(ValueError, match=r"webdataset shard .*pool-000.tar changed since the pool was indexed"):
+            ak.extract(tiny, pool, cache_dir=tmp_path / "cache", on_error=on_error, progress=False)
+    again = ImageSet.from_webdataset(str(shard), label_key=None)
+    assert len(ak.extract(tiny, again, cache_dir=tmp_path / "cache", progress=False, num_workers=0)) == 8

@@ -56,10 +56,30 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+class SourceChanged(ValueError):
+    """A file of an indexed source (a tar shard, a parquet file) changed since it was indexed."""
+
+
+def check_unchanged(paths: Sequence[str], identities: Sequence[bytes], what: str) -> None:
+    """Raise :class:`SourceChanged` naming the first of ``paths`` whose size or modification time
+    differs from its recorded identity (``file_identity`` at indexing time)."""
+    for path, identity in zip(paths, identities):
+        if not os.path.isfile(path):
+            raise SourceChanged(f"{what} {display_path(path)} is gone since the pool was indexed")
+        if file_identity(path) != identity:
+            raise SourceChanged(f"{what} {display_path(path)} changed since the pool was indexed (its size or "
+                                "modification time differs): the member offsets no longer hold; open the pool "
+                                "again to index it anew")
+
+
 class ImageSource:
     """Base class: random access to N encoded or decoded images."""
 
     kind = "abstract"
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`SourceChanged` when a file the source indexed changed since (no-op for
+        sources that read each image whole)."""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -185,6 +205,18 @@ def _split_key(name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), extension.lower() if dot else ""
 
 
+def _check_archive_end(shard: str, end: int, samples: int) -> None:
+    """Refuse a tar shard that stops before its end-of-archive block: Python's tarfile ends the
+    listing quietly at a truncated header or member, which would drop the rest of the shard."""
+    with open(shard, "rb") as handle:
+        handle.seek(end)
+        marker = handle.read(tarfile.BLOCKSIZE)
+    if len(marker) < tarfile.BLOCKSIZE or any(marker):
+        size = os.path.getsize(shard)
+        raise ValueError(f"{display_path(shard)} is truncated or damaged: its listing stops at byte {end} of {size} "
+                         f"after {samples} sample(s), with no end-of-archive block; download or write the shard again")
+
+
 class WebDatasetSource(ImageSource):
     """Images in webdataset tar shards, read in place by member offset.
 
@@ -225,8 +257,10 @@ class WebDatasetSource(ImageSource):
                             samples.setdefault(key, {})[extension] = info
                             if label_key and extension == label_key:
                                 samples[key]["_label"] = archive.extractfile(info).read().decode().strip()
+                    end = archive.offset
             except tarfile.TarError as err:
                 raise ValueError(f"{display_path(shard)} is not a readable tar shard: {err}") from err
+            _check_archive_end(shard, end, len(samples))
             for parts in samples.values():
                 image = next((parts[k] for k in image_keys if k in parts), None)
                 if image is None:
@@ -239,6 +273,9 @@ class WebDatasetSource(ImageSource):
 
     def __len__(self) -> int:
         return len(self.members)
+
+    def check_unchanged(self) -> None:
+        check_unchanged(self.shards, self.shard_identities, "webdataset shard")
 
     def raw(self, index: int) -> bytes:
         member = self.members[index]
@@ -323,6 +360,9 @@ class ParquetSource(ImageSource):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def check_unchanged(self) -> None:
+        check_unchanged(self.files, self.file_identities, "parquet file")
 
     def raw(self, index: int) -> bytes:
         import pyarrow.parquet as pq  # an optional dependency (the pools extra)
