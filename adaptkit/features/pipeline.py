@@ -25,6 +25,12 @@ from ..progress import progress_bar
 from .store import ShardPlan
 
 MAX_AUTO_WORKERS = 16
+LOADER_TIMEOUT_S = 300.0
+"""A loader that delivers no batch for this long (s) has lost one: the run ends instead of waiting."""
+
+
+class LoaderFailed(OSError):
+    """Image loading failed outside the per-image handler (a worker's resources, a lost batch)."""
 
 
 def usable_cpus() -> int:
@@ -89,12 +95,23 @@ def failure_reason(err: Exception) -> str:
 
 
 def collate(items: list) -> dict[str, Any]:
-    """One batch: positions, stacked CPU-decoded pixels, JPEG bytes, errors (in item order)."""
+    """One batch: positions, stacked CPU-decoded pixels, JPEG bytes, errors (in item order).
+
+    In a loader worker the pixels are stacked straight into shared memory, as torch's default
+    collate does: when shared memory cannot be had (a full /dev/shm, a file-size limit) the batch
+    fails here, where the loader reports it, not later in the queue's feeder thread, where the
+    batch would be lost and the main process would wait for it for good."""
     decoded = [pixels for _, pixels, _, _ in items if pixels is not None]
+    pixels = None
+    if decoded:
+        pixels = torch.empty((len(decoded), *decoded[0].shape))
+        if torch.utils.data.get_worker_info() is not None:
+            pixels.share_memory_()
+        torch.stack(decoded, out=pixels)
     return {"positions": [p for p, _, _, _ in items], "kinds": ["pixels" if px is not None else
                                                                  "jpeg" if raw is not None else "error"
                                                                  for _, px, raw, _ in items],
-            "pixels": torch.stack(decoded) if decoded else None,
+            "pixels": pixels,
             "jpeg": [raw for _, _, raw, _ in items if raw is not None],
             "errors": [err for _, _, _, err in items]}
 
@@ -192,12 +209,13 @@ def encode_local(backbone, images: ImageSet, transform, views: int, seed: int, p
         raise ValueError("decode='gpu' needs a CUDA backbone; use decode='cpu'")
     loader = torch.utils.data.DataLoader(
         ViewsDataset(images, transform, views, seed, positions, raw_jpeg=gpu), batch_size=per_batch,
-        num_workers=workers, collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers else None)
+        num_workers=workers, collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers else None,
+        timeout=LOADER_TIMEOUT_S if workers else 0)
     dim = backbone.embed_dim
     assembler = ShardAssembler(plans, images, (dim,) if views == 1 else (views, dim), on_error, write)
     device_transform = gpu_transform(backbone, views) if gpu else None
     with progress_bar(total=len(positions), progress=progress, desc=f"encoding {images.name}", unit="img") as bar:
-        for batch in loader:
+        for batch in _batches(loader, workers, per_batch, assembler):
             pixels = batch["pixels"]
             gpu_items = decode_gpu(batch, backbone, device_transform, views, seed) if gpu else []
             decoded = [p for p in gpu_items if not isinstance(p, str)]
@@ -220,3 +238,22 @@ def encode_local(backbone, images: ImageSet, transform, views: int, seed: int, p
                     continue
                 assembler.add(position, row[0] if views == 1 else row, None)
             bar.update(len(batch["positions"]))
+
+
+def _batches(loader, workers: int, per_batch: int, assembler: ShardAssembler):
+    """The loader's batches; a failure outside the per-image handler (a worker that cannot get
+    shared memory, a lost batch) ends the run with :class:`LoaderFailed`, saying what failed."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as err:
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+            reason = lines[-1] if lines else type(err).__name__
+            raise LoaderFailed(f"image loading failed in the loader ({reason}) with num_workers={workers} and "
+                               f"{per_batch} images per batch; {assembler.current} finished shard(s) are saved. "
+                               "Lower num_workers or batch_size (num_workers=0 decodes in this process), or give "
+                               "the workers more shared memory (/dev/shm) and file size (ulimit -f)") from None
+        yield batch
