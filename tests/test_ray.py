@@ -43,3 +43,16 @@ def test_ray_engine_gives_the_local_features_in_order_and_the_same_cache_entry(t
     reread = ak.extract(tiny, images, views=2, seed=3, cache_dir=cache, on_error="skip", batch_size=8,
                         progress=False)
     assert torch.equal(reread.features, on_ray.features) and reread.metadata == on_ray.metadata
+
+
+@pytest.mark.slow
+def test_an_address_other_than_the_running_ray_is_refused_not_ignored(tiny, tmp_path):
+    images = image_set(write_jpegs(tmp_path / "img", n_classes=2, per_class=3))
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    running = ray.get_runtime_context().gcs_address
+    with pytest.raises(ValueError, match=r"address='10\.1\.2\.3:6379': Ray already runs in this process, connected "
+                                         rf"to {running}; call ray.shutdown\(\) first"):
+        ak.extract(tiny, images, engine="ray", address="10.1.2.3:6379", cache_dir=False, progress=False)
+    same = ak.extract(tiny, images, engine="ray", address=running, cache_dir=False, progress=False)
+    assert same.features.shape == (6, tiny.embed_dim)

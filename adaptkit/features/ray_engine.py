@@ -6,7 +6,9 @@ encoding in an actor pool (one GPU per actor when the cluster has GPUs, else one
 the driver writes the shards in the cache format of the local engine, in image order, so the result
 is the same FeatureSet and the same cache entry. With ``address`` it joins a running cluster
 (``ray start --head`` or a Ray cluster); without, it starts a local Ray, which stays up for later
-calls in the process (``ray.shutdown()`` stops it). Needs the ``ray`` extra.
+calls in the process (``ray.shutdown()`` stops it). An ``address`` other than the cluster Ray
+already runs on in the process is refused: joining another needs ``ray.shutdown()`` first. Needs
+the ``ray`` extra.
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ def encode_ray(backbone, images: ImageSet, transform, views: int, seed: int, pla
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise ValueError(f"address={address!r}: cannot start or join a Ray cluster ({err})") from None
+    elif address not in (None, "auto"):
+        running = ray.get_runtime_context().gcs_address
+        if address.removeprefix("ray://") != running:
+            raise ValueError(f"address={address!r}: Ray already runs in this process, connected to {running}; call "
+                             "ray.shutdown() first to join another cluster, or pass address=None to use the "
+                             "running one")
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
