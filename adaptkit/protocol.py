@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +128,7 @@ class Comparison:
     problems: list[tuple[int, str]] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     filtered: bool = False
+    writable: bool = True
 
 
 def _check_only(recipe, only: dict[str, set[str]]) -> None:
@@ -173,14 +176,21 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
     _check_only(recipe, only)
     datasets = load_datasets(recipe)
     out = Path(output or recipe.output)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create the compare output folder {out}: {err.strerror or err}") from err
     results = out / "results.jsonl"
-    with file_lock(out / ".compare.lock", f"the compare output folder {out}"):
+    writable = os.access(out, os.W_OK)
+    # A folder this process may not write is read as it is, without a lock: its tables print when
+    # it holds every row asked for.
+    with file_lock(out / ".compare.lock", f"the compare output folder {out}") if writable else nullcontext():
         existing, problems = read_results(results)
         report_problems(results, problems)
         done = {row_key(row) for row in existing}
         new = []
-        write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
+        if writable:
+            write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
         reports = {}
         for spec in recipe.backbones:
             backbone = Backbone(spec.name, pretrained=spec.pretrained, device=recipe.device, precision=spec.precision)
@@ -198,6 +208,14 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
                 def finished(adapter, k, seed, _name=dataset.name, _label=label, _hashes=hashes):
                     return (_name, _label, adapter, k, seed, _hashes[adapter]) in done
 
+                if not writable:
+                    missing = sum(not finished(a, k, seed) for a in adapters for k in shots for seed in seeds)
+                    if missing:
+                        raise PermissionError(f"the compare output folder {out} cannot be written, and {missing} "
+                                              f"row(s) of {dataset.name} / {backbone.name} are not in it; pass "
+                                              "--output (output=) a writable folder")
+                    continue
+
                 def record(row, _hashes=hashes):
                     row["config_hash"] = _hashes[row["adapter"]]
                     append_row(results, row)
@@ -211,10 +229,10 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
         rows, problems = read_results(results)
         selected = [row for row in rows if all(str(row.get(f)) in v for f, v in only.items())]
         written = []
-        if not only:
+        if not only and writable:
             write_text(out / "diagnostics.json", json.dumps(reports, indent=1))
             write_text(out / "table.md", markdown_tables(rows) + diagnostics_markdown(reports))
             write_text(out / "table.csv", csv_table(rows))
             written = [out / "diagnostics.json", out / "table.md", out / "table.csv", *save_figures(rows, out),
                        build_report(out)]
-    return Comparison(selected, len(new), len(rows), out, problems, written, bool(only))
+    return Comparison(selected, len(new), len(rows), out, problems, written, bool(only), writable)

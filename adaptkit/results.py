@@ -143,15 +143,18 @@ def append_row(path: str | os.PathLike, row: dict) -> None:
     if problem:
         raise ValueError(f"refusing to write an invalid result row: {problem}")
     text = json.dumps(row) + "\n"
-    with open(path, "ab+") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell():
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                text = "\n" + text
-        handle.write(text.encode("utf-8"))
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "ab+") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    text = "\n" + text
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        raise OSError(f"cannot append a row to {path}: {err.strerror or err}") from err
 
 
 def summarize(rows: Iterable[dict], metric: str = "acc1") -> dict:

@@ -111,7 +111,9 @@ def compare(
         typer.echo(reference_table(result.rows))
     where = result.output / "results.jsonl"
     typer.echo(f"{result.rows_in_file} rows in {where} ({result.new_rows} new); ", nl=False)
-    if result.filtered:
+    if not result.writable:
+        typer.echo(f"read-only folder: every row was there, nothing written ({time.perf_counter() - start:.1f} s)")
+    elif result.filtered:
         kept = "left as they were" if (result.output / "table.md").exists() else \
             "not written (an unfiltered run writes them)"
         typer.echo(f"filtered run: {len(result.rows)} rows shown, tables and figures {kept} "
