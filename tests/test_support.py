@@ -275,3 +275,31 @@ def test_an_ivf_search_that_reaches_fewer_than_k_keys_says_so():
         index.search(keys[:5], 300)
     similarities, positions = SupportIndex(16, kind="flat", device="cpu").add(keys).search(keys[:5], 300)
     assert bool((positions >= 0).all()) and bool((similarities > -2).all())
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_support_provenance_names_pool_positions_and_paths_when_pool_images_were_skipped(tmp_path, on_disk):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(60):
+        path = pool / f"{i:02d}.png"
+        if i % 7 == 3:
+            path.write_bytes(b"not an image")
+        else:
+            Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(path)
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    out = tmp_path / "support.safetensors"
+    args = ["support", "build", str(pool), "--classes", str(tmp_path / "classes.txt"), "--shots", "8", "--out",
+            str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--workers", "0"]
+    result = CliRunner().invoke(app, args + (["--index-dir", str(tmp_path / "index")] if on_disk else []))
+    assert result.exit_code == 0, result.output
+    support = ak.load_features(out)
+    positions = support.metadata["pool_positions"]
+    assert all(p % 7 != 3 for p in positions), positions  # pool positions, not rows of the kept images
+    assert support.metadata["paths"] == [str(pool / f"{p:02d}.png") for p in positions]
+    images = ak.datasets.ImageSet([str(pool / f"{p:02d}.png") for p in positions], [0] * 16, ["x"], "picked")
+    encoded = ak.extract(ak.Backbone(ak.TINY, device="cpu"), images, cache_dir=False, progress=False)
+    torch.testing.assert_close(support.features, encoded.features, atol=1e-5, rtol=0)

@@ -50,16 +50,13 @@ def support_build(
                         load=False)
     queries = [group[0] for group in prompts(names, [template])]
     if index_dir is None:
-        features = entry.load(on_error=on_error.value)
-        if isinstance(images.images, list):
-            kept = set(range(len(images))) - {s["position"] for s in features.metadata.get("skipped", [])}
-            features.metadata["paths"] = [images.images[i] for i in sorted(kept)]
-        source = features
+        source = entry.load(on_error=on_error.value)
     else:
         source = SupportIndex.from_entry(entry, index_dir, "ivf_flat")
     support = build_support_set(source, model.encode_texts(queries), shots, classnames=names, queries=queries,
                                 exclusive=exclusive)
     support.metadata["provenance"]["backbone"] = model.identity
+    support.metadata["paths"] = [images.describe(p) for p in support.metadata["pool_positions"]]
     save_features(support, out)
     skipped = len(entry.metadata.get("skipped", []))
     typer.echo(f"{len(names)} classes × {shots} shots from {len(entry)} pool images -> {out}"

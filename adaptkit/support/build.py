@@ -46,10 +46,16 @@ def _pool_index(pool) -> tuple[SupportIndex, dict]:
     if isinstance(pool, FeatureSet):
         features = pool.features if pool.features.ndim == 2 else pool.mean_views().features
         index = SupportIndex(features.shape[1], "flat", device="cpu").add(
-            features, paths=pool.metadata.get("paths"))
+            features, ids=_pool_positions(pool), paths=pool.metadata.get("paths"))
         return index, {"kind": "features", "keys": len(pool), "name": pool.metadata.get("name"),
                        "key": pool.metadata.get("key")}
     raise TypeError(f"pool must be a FeatureSet or SupportIndex; got {type(pool).__name__}")
+
+
+def _pool_positions(pool: FeatureSet) -> np.ndarray:
+    """The pool position of each row: rows skip the images left out while encoding."""
+    skipped = [entry["position"] for entry in pool.metadata.get("skipped", [])]
+    return np.setdiff1d(np.arange(len(pool) + len(skipped)), skipped)
 
 
 def build_support_set(pool, query_weights, shots: int, *, classnames: Sequence[str], queries: Sequence[str] | None = None,
@@ -69,7 +75,8 @@ def build_support_set(pool, query_weights, shots: int, *, classnames: Sequence[s
         (×4 each time, up to the whole pool) until every class is full.
 
     Returns a FeatureSet of (C·shots, D) features with labels, whose metadata holds the provenance
-    and ``pool_positions`` (and ``paths`` when the pool has them). Raises ``ValueError`` when a class
+    and ``pool_positions`` (positions in the pool, counting images skipped while encoding; and
+    ``paths`` when the pool has them). Raises ``ValueError`` when a class
     cannot get ``shots`` distinct images (a pool smaller than ``shots × classes`` when exclusive).
     """
     index, pool_identity = _pool_index(pool)
@@ -99,7 +106,7 @@ def build_support_set(pool, query_weights, shots: int, *, classnames: Sequence[s
         "provenance": {"pool": pool_identity, "queries": list(queries) if queries else None,
                        "query_weights_sha256": query_hash, "shots": shots, "exclusive": exclusive,
                        "oversample": oversample, "adaptkit": __version__},
-        "pool_positions": chosen.tolist(),
+        "pool_positions": np.asarray(index.ids)[chosen].tolist(),
         "similarities": scores.tolist(),
     }
     if index.paths:
