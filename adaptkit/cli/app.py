@@ -205,7 +205,7 @@ def command(function):
             return function(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.BadParameter):
             raise
-        except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        except (ValueError, TypeError, OSError) as err:  # OSError: files named, a full disk, a limit
             if debug:
                 raise
             typer.echo(f"adaptkit: error: {_in_cli_terms(str(err))}{_next_step(err)}", err=True)
