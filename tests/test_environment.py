@@ -243,3 +243,28 @@ def test_the_cli_shows_a_write_failure_as_one_line(tmp_path, monkeypatch):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"adaptkit: error: cannot write {tmp_path / 'shards'}"), lines
     assert "No space left on device" in lines[0]
+
+
+@pytest.mark.slow
+def test_a_full_small_filesystem_gives_an_oserror_naming_the_file(tmp_path):
+    """A 40 KiB tmpfs (root, in a mount namespace of its own) fills up during extraction."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or \
+            subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        pytest.skip("mounting a small filesystem needs root and mount namespaces")
+    cache = tmp_path / "small"
+    cache.mkdir()
+    script = textwrap.dedent(f"""
+        import adaptkit as ak
+        tiny, digits = ak.Backbone(ak.TINY, device="cpu"), ak.datasets.load("digits")
+        try:
+            ak.extract(tiny, digits.split("test"), cache_dir={str(cache)!r}, num_workers=0, shard_size=1024,
+                       progress=False)
+        except OSError as err:
+            print(type(err).__name__, err)
+    """)
+    mount = f"mount -t tmpfs -o size=40k tmpfs {cache} && exec \"$@\""
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh", sys.executable,
+                           "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"OSError cannot write {cache / 'shards'}"), done.stdout
+    assert "No space left on device" in done.stdout, done.stdout
