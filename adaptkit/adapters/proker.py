@@ -22,10 +22,19 @@ from .._params import FLOAT32_MAX, Float
 from .base import Adapter
 
 
+def cosines(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """cos(a, b) between the rows of A and B, clamped to [−1, 1]: (N_a, N_b)."""
+    return (F.normalize(A, dim=-1) @ F.normalize(B, dim=-1).T).clamp_(-1.0, 1.0)
+
+
+def kernel_of(cosine: torch.Tensor, beta: float) -> torch.Tensor:
+    """exp(−β (1 − cos)) of precomputed cosines (a new tensor; ``cosine`` is kept)."""
+    return cosine.mul(beta).sub_(beta).exp_()
+
+
 def exp_kernel(A: torch.Tensor, B: torch.Tensor, beta: float) -> torch.Tensor:
     """exp(−β (1 − cos(a, b))) between the rows of A and B: (N_a, N_b)."""
-    cosine = (F.normalize(A, dim=-1) @ F.normalize(B, dim=-1).T).clamp_(-1.0, 1.0)
-    return cosine.mul_(beta).sub_(beta).exp_()
+    return kernel_of(cosines(A, B), beta)
 
 
 def ridge_solve(kernel: torch.Tensor, targets: torch.Tensor, lam: float) -> torch.Tensor:
@@ -76,28 +85,32 @@ class ProKeR(Adapter):
         self.support_ = X
         self.support_labels_ = y
         self.targets_ = F.one_hot(y, self.n_classes_).float() - self._prior(X)
-        self.coef_ = ridge_solve(exp_kernel(X, X, self.beta), self.targets_, self.lam)
+        self.coef_ = ridge_solve(kernel_of(cosines(X, X), self.beta), self.targets_, self.lam)
 
     def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.support_, self.support_labels_
 
     def _grid_logits(self, X, candidates):
-        """Per distinct β its two kernels, once; one factorisation per (β, λ), computed as ``fit``
-        computes it (the fitted point reuses ``coef_``)."""
+        """The two cosine matrices once; per distinct β its two kernels; one factorisation per
+        (β, λ), computed as ``fit`` computes it (the fitted point reuses ``coef_``)."""
         prior = self._prior(X)
         out = X.new_empty(len(candidates), X.shape[0], self.n_classes_)
         by_beta: dict[float, list[int]] = {}
         for i, candidate in enumerate(candidates):
             by_beta.setdefault(candidate.get("beta", self.beta), []).append(i)
+        cross_cosine, support_cosine = cosines(X, self.support_), None
         for beta, members in by_beta.items():
-            cross = exp_kernel(X, self.support_, beta)
+            cross = kernel_of(cross_cosine, beta)
             support = None
             for i in members:
                 lam = candidates[i].get("lam", self.lam)
                 if beta == self.beta and lam == self.lam:
                     coef = self.coef_
                 else:
-                    support = exp_kernel(self.support_, self.support_, beta) if support is None else support
+                    if support is None:
+                        support_cosine = cosines(self.support_, self.support_) if support_cosine is None else \
+                            support_cosine
+                        support = kernel_of(support_cosine, beta)
                     coef = ridge_solve(support, self.targets_, lam)
                 out[i] = prior + cross @ coef
         return out
