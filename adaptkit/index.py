@@ -27,15 +27,28 @@ into inverted lists kept in a file on disk (faiss's ``OnDiskInvertedLists``), me
 search time; labels and ids are memory-mapped ``.npy`` files. RAM then holds the coarse quantiser
 and one shard.
 
+Each build is one versioned folder, ``FOLDER/build-<time>-<id>/`` (``lists.ivfdata``,
+``labels.npy``, ``ids.npy``, and ``COMPLETE`` written last with every file's size and SHA-256):
+a rebuild into the same ``FOLDER`` never touches an earlier build, so an index in use keeps
+answering while another is built, and a killed build leaves only a folder without ``COMPLETE``
+(removed by a later build once an hour old). Earlier complete builds stay until deleted by hand.
+
 :meth:`save` writes one checksummed safetensors file (the faiss index serialised, labels, ids,
-paths, captions, options); an on-disk index also needs its folder of lists.
+paths, captions, options); an on-disk index records its build folder (absolute) and its files'
+sizes and SHA-256. :meth:`load` checks every file's size and the labels' and ids' SHA-256 (so a
+truncated file is refused by name, never met as a SIGBUS); :meth:`verify` also hashes the lists.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
+import shutil
 import sys
+import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -51,11 +64,52 @@ import torch.nn.functional as F
 
 from ._params import POSITIVE_INT, Int, StrOptions, check_params
 from ._validation import check_features
-from .storage import expand_path, read_checked, write_checked
+from .storage import expand_path, file_sha256, read_checked, write_checked, write_text
+
+logger = logging.getLogger("adaptkit")
 
 KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 INDEX_FORMAT = "adaptkit-support-index"
 INDEX_FORMAT_VERSION = 1
+BUILD_FILES = ("lists.ivfdata", "labels.npy", "ids.npy")
+"""The files of an out-of-core build, recorded (size, SHA-256) in its ``COMPLETE`` marker and ``.st``."""
+STALE_BUILD_S = 3600.0
+"""An unfinished build folder older than this (s) is a killed build's leftover."""
+
+
+def _describe_files(build: Path) -> dict[str, dict]:
+    return {name: {"size": (build / name).stat().st_size, "sha256": file_sha256(build / name)} for name in BUILD_FILES}
+
+
+def _check_build_files(build: Path, files: dict, hash_names: tuple[str, ...]) -> None:
+    """Refuse a build whose files are missing, of another size, or (for ``hash_names``) of
+    another SHA-256 than recorded; every error names the file."""
+    for name in BUILD_FILES:
+        path, recorded = build / name, files[name]
+        try:
+            size = path.stat().st_size
+        except OSError as err:
+            raise ValueError(f"support index file {path} cannot be read ({err.strerror or err}); the index needs its "
+                             "build folder as it was saved") from None
+        if size != recorded["size"]:
+            raise ValueError(f"support index file {path} holds {size} bytes, its index records {recorded['size']} "
+                             "(truncated, rewritten or from another build); rebuild the index")
+        if name in hash_names and file_sha256(path) != recorded["sha256"]:
+            raise ValueError(f"support index file {path} does not match its recorded SHA-256 (edited, damaged or from "
+                             "another build); rebuild the index")
+
+
+def _remove_stale_builds(folder: Path) -> None:
+    """Delete unfinished build folders (no ``COMPLETE``) older than :data:`STALE_BUILD_S`."""
+    now = time.time()
+    for build in folder.glob("build-*"):
+        if build.is_dir() and not (build / "COMPLETE").exists():
+            try:
+                if now - build.stat().st_mtime > STALE_BUILD_S:
+                    shutil.rmtree(build)
+                    logger.info("support index folder %s: removed %s, left by a killed build", folder, build.name)
+            except OSError:
+                continue
 
 
 @contextlib.contextmanager
@@ -129,6 +183,7 @@ class SupportIndex:
         self.captions: list[str] = []
         self.metadata: dict = {}
         self.lists_folder: str | None = None
+        self.lists_files: dict[str, dict] = {}
         self._index = None
 
     def __len__(self) -> int:
@@ -244,6 +299,10 @@ class SupportIndex:
             raise ValueError(f"only {reachable} of the k={k} nearest keys are reachable for some queries: the "
                              f"nprobe={self.options['nprobe']} cells visited (of nlist={self.options['nlist']}) hold "
                              "fewer keys; raise nprobe or lower k")
+        if bool((positions >= len(self.labels)).any()):
+            where = f"its lists file {Path(self.lists_folder) / 'lists.ivfdata'}" if self.lists_folder else "the index"
+            raise ValueError(f"the search returned positions beyond the {len(self.labels)} keys: {where} is damaged; "
+                             "SupportIndex.verify() checks it, rebuilding repairs it")
         return similarities.to(device), positions.to(device)
 
     def reconstruct(self, positions) -> torch.Tensor:
@@ -275,8 +334,11 @@ class SupportIndex:
         if len(shape) != 2:
             raise ValueError(f"the entry holds features of shape {shape}; an index needs one view per image (N, D)")
         index = cls(shape[1], kind, device="cpu", **options)
-        folder = expand_path(folder, "folder")
+        folder = expand_path(folder, "folder").resolve()
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_builds(folder)
+        build = folder / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        build.mkdir()
         n_shards = len(entry.manifest["shards"])
         rng = np.random.default_rng(seed)
         per_shard = max(1, -(-min(train_size, shape[0]) // n_shards))
@@ -287,7 +349,7 @@ class SupportIndex:
         trained = index._new_index(shape[0])
         trained.train(torch.cat(sample).contiguous())
         del sample
-        blocks, labels_path, ids_path = [], folder / "labels.npy", folder / "ids.npy"
+        blocks, labels_path, ids_path = [], build / "labels.npy", build / "ids.npy"
         labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(shape[0],))
         ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int64, shape=(shape[0],))
         row = 0
@@ -295,7 +357,7 @@ class SupportIndex:
             block = faiss.clone_index(trained)
             block.add_with_ids(F.normalize(features, dim=-1).contiguous().numpy(),
                                np.arange(row, row + features.shape[0], dtype=np.int64))
-            path = folder / f"block-{number:05d}.index"
+            path = build / f"block-{number:05d}.index"
             faiss.write_index(block, str(path))
             blocks.append(str(path))
             labels[row:row + features.shape[0]] = shard_labels.numpy()
@@ -304,17 +366,27 @@ class SupportIndex:
             del block
         labels.flush()
         ids.flush()
+        del labels, ids
         with _stdout_to_stderr():
-            merge_ondisk(trained, blocks, str(folder / "lists.ivfdata"))
+            merge_ondisk(trained, blocks, str(build / "lists.ivfdata"))
         for path in blocks:
             os.unlink(path)
+        files = _describe_files(build)  # hashed as they lie on disk: the build's own verification
+        write_text(build / "COMPLETE", json.dumps({"entry": entry.key, "files": files}, indent=1))
         index._index = trained
         index.labels = np.load(labels_path, mmap_mode="r")
         index.ids = np.load(ids_path, mmap_mode="r")
-        index.lists_folder = str(folder)
+        index.lists_folder, index.lists_files = str(build), files
         index.metadata = {"entry": entry.key, "name": entry.metadata.get("name"), "train_size": train_size,
                           "seed": seed, "classnames": entry.classnames}
         return index
+
+    def verify(self) -> None:
+        """Check an on-disk index's build folder in full: every file's size and SHA-256 (the lists
+        file too, which :meth:`load` only sizes). Raises ``ValueError`` naming the file; an
+        in-memory index has nothing on disk to check."""
+        if self.lists_folder:
+            _check_build_files(Path(self.lists_folder), self.lists_files, BUILD_FILES)
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -329,7 +401,7 @@ class SupportIndex:
             tensors.update(labels=torch.from_numpy(np.asarray(self.labels)), ids=torch.from_numpy(np.asarray(self.ids)))
         header = {"format": INDEX_FORMAT, "format_version": INDEX_FORMAT_VERSION, "dim": self.dim, "kind": self.kind,
                   "options": self.options, "paths": self.paths, "captions": self.captions, "metadata": self.metadata,
-                  "lists_folder": self.lists_folder}
+                  "lists_folder": self.lists_folder, "lists_files": self.lists_files}
         write_checked(expand_path(path), tensors, header)
 
     @classmethod
@@ -341,10 +413,15 @@ class SupportIndex:
         header, tensors = read_checked(path, INDEX_FORMAT, INDEX_FORMAT_VERSION, "a support index file")
         loaded = cls(header["dim"], header["kind"], device=device, **header["options"])
         loaded.paths, loaded.captions, loaded.metadata = header["paths"], header["captions"], header["metadata"]
-        loaded.lists_folder = header["lists_folder"]
+        loaded.lists_folder, loaded.lists_files = header["lists_folder"], header.get("lists_files") or {}
+        if loaded.lists_folder and set(loaded.lists_files) != set(BUILD_FILES):
+            raise ValueError(f"support index {path} records no sizes and checksums of its lists folder "
+                             f"{loaded.lists_folder} (an index built before adaptkit checked them); rebuild it with "
+                             "SupportIndex.from_entry")
         try:
             if loaded.lists_folder:
                 folder = Path(loaded.lists_folder)
+                _check_build_files(folder, loaded.lists_files, ("labels.npy", "ids.npy"))
                 loaded.labels = np.load(folder / "labels.npy", mmap_mode="r")
                 loaded.ids = np.load(folder / "ids.npy", mmap_mode="r")
                 loaded.on_gpu = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -111,7 +113,7 @@ def test_out_of_core_index_over_a_sharded_store_finds_the_exact_neighbours(tiny,
         torch.testing.assert_close(a, b)
     np.testing.assert_array_equal(on_disk.labels, images.labels)
     np.testing.assert_array_equal(on_disk.ids, np.arange(900))
-    assert (tmp_path / "lists" / "lists.ivfdata").is_file()
+    assert (Path(on_disk.lists_folder) / "lists.ivfdata").is_file() and Path(on_disk.lists_folder).parent == tmp_path / "lists"
     on_disk.save(tmp_path / "pool.safetensors")
     reloaded = SupportIndex.load(tmp_path / "pool.safetensors")
     assert torch.equal(reloaded.search(queries, 7)[1], exact.search(queries, 7)[1])

@@ -1,4 +1,4 @@
-"""``adaptkit support build``: support sets retrieved from local image pools."""
+"""``adaptkit support build|verify``: support sets retrieved from local image pools; saved indexes checked."""
 
 # The library is imported inside each command, so that `adaptkit --help` and the other commands
 # start without it (start-up time).
@@ -61,3 +61,16 @@ def support_build(
     skipped = len(entry.metadata.get("skipped", []))
     typer.echo(f"{len(names)} classes × {shots} shots from {len(entry)} pool images -> {out}"
                + (f" ({skipped} unreadable pool images skipped)" if skipped else ""))
+
+
+@support_app.command("verify")
+@command
+def support_verify(index: Path = typer.Argument(..., help="a saved support index (SupportIndex.save)")):
+    """Check a saved support index: its file's SHA-256 and, for an on-disk index, the size and
+    SHA-256 of every file of its build folder (the lists too)."""
+    from ..index import SupportIndex
+
+    loaded = SupportIndex.load(index)
+    loaded.verify()
+    where = f"; build folder {loaded.lists_folder}: every file matches" if loaded.lists_folder else ""
+    typer.echo(f"{index}: {len(loaded)} keys ({loaded.kind}){where}")
