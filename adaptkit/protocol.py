@@ -45,7 +45,7 @@ from .results import (
     report_problems,
     row_key,
 )
-from .storage import file_lock, write_text
+from .storage import file_lock, json_sha256, write_text
 from .text import prompts_sha256
 
 logger = logging.getLogger("adaptkit")
@@ -129,6 +129,7 @@ class Comparison:
     written: list[Path] = field(default_factory=list)
     filtered: bool = False
     writable: bool = True
+    stale_rows: int = 0
 
 
 def _check_only(recipe, only: dict[str, set[str]]) -> None:
@@ -163,6 +164,12 @@ def load_datasets(recipe) -> dict[str, Dataset]:
     return datasets
 
 
+def dataset_sha256(dataset: Dataset) -> str:
+    """The identity of a dataset's data: every split's fingerprint (image identities, labels,
+    class names), so that edited images or another ``split_seed`` change it."""
+    return json_sha256({name: images.fingerprint() for name, images in sorted(dataset.splits.items())})
+
+
 def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | None = None,
             progress: bool = True) -> Comparison:
     """Run a :class:`adaptkit.recipes.Recipe` (resuming from its ``results.jsonl``) and, unless
@@ -186,8 +193,9 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
     # it holds every row asked for.
     with file_lock(out / ".compare.lock", f"the compare output folder {out}") if writable else nullcontext():
         existing, problems = read_results(results)
-        report_problems(results, problems)
+        report_problems(results, problems, set_aside=writable)
         done = {row_key(row) for row in existing}
+        current = set()
         new = []
         if writable:
             write_text(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
@@ -197,10 +205,13 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
             label = backbone_label(backbone.identity)
             for dataset_spec in recipe.datasets:
                 dataset = datasets[dataset_spec.label]
-                prompts = prompts_sha256(dataset.classnames, dataset.templates)
-                hashes = {a: recipe.config_hash(a, prompts) for a in recipe.adapters}
                 if "dataset" in only and dataset.name not in only["dataset"]:
                     continue
+                prompts = prompts_sha256(dataset.classnames, dataset.templates)
+                data = dataset_sha256(dataset)
+                hashes = {a: recipe.config_hash(a, prompts, data) for a in recipe.adapters}
+                current |= {(dataset.name, label, a, k, seed, hashes[a]) for a in recipe.adapters
+                            for k in recipe.shots for seed in recipe.seeds}
                 adapters = [a for a in recipe.adapters if "adapter" not in only or a in only["adapter"]]
                 shots = [k for k in recipe.shots if "shots" not in only or str(k) in only["shots"]]
                 seeds = [s for s in recipe.seeds if "seed" not in only or str(s) in only["seed"]]
@@ -216,8 +227,8 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
                                               "--output (output=) a writable folder")
                     continue
 
-                def record(row, _hashes=hashes):
-                    row["config_hash"] = _hashes[row["adapter"]]
+                def record(row, _hashes=hashes, _data=data):
+                    row["config_hash"], row["data_sha256"] = _hashes[row["adapter"]], _data
                     append_row(results, row)
                     new.append(row)
 
@@ -226,13 +237,20 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
                     cache_dir=recipe.cache_dir, batch_size=recipe.batch_size, num_workers=recipe.workers,
                     on_error=recipe.on_error,
                     skip=finished, on_row=record, progress=progress)
-        rows, problems = read_results(results)
+        in_file, _ = read_results(results)  # its bad lines were reported (and moved aside) above
+        # The tables describe the recipe as it is now: rows of earlier configurations or of data
+        # that has changed since stay in results.jsonl, counted, never mixed into a cell.
+        rows = [row for row in in_file if row_key(row) in current]
+        stale = len(in_file) - len(rows)
+        note = "" if not stale else (f"\n\n{stale} row(s) of {results.name} from another configuration of this recipe "
+                                     "(views, grids, prompts) or from data that has changed since are not in these "
+                                     "tables.\n")
         selected = [row for row in rows if all(str(row.get(f)) in v for f, v in only.items())]
         written = []
         if not only and writable:
             write_text(out / "diagnostics.json", json.dumps(reports, indent=1))
-            write_text(out / "table.md", markdown_tables(rows) + diagnostics_markdown(reports))
+            write_text(out / "table.md", markdown_tables(rows) + note + diagnostics_markdown(reports))
             write_text(out / "table.csv", csv_table(rows))
             written = [out / "diagnostics.json", out / "table.md", out / "table.csv", *save_figures(rows, out),
                        build_report(out)]
-    return Comparison(selected, len(new), len(rows), out, problems, written, bool(only), writable)
+    return Comparison(selected, len(new), len(in_file), out, problems, written, bool(only), writable, stale)

@@ -131,9 +131,11 @@ class Recipe:
     on_error: str = "raise"
     source: str = "<dict>"
 
-    def config_hash(self, adapter: str, prompts_sha256: str = "") -> str:
-        """Hash of what changes an adapter's rows besides dataset, backbone, shots and seed."""
-        relevant = {"views": self.views, "grid": self.grids.get(adapter), "prompts": prompts_sha256}
+    def config_hash(self, adapter: str, prompts_sha256: str = "", data_sha256: str = "") -> str:
+        """Hash of what changes an adapter's rows besides the dataset's label, backbone, shots and
+        seed: views, its grid, the prompts and the data behind the label."""
+        relevant = {"views": self.views, "grid": self.grids.get(adapter), "prompts": prompts_sha256,
+                    "data": data_sha256}
         return json_sha256(relevant)[:16]
 
     def to_dict(self) -> dict[str, Any]:

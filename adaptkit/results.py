@@ -4,13 +4,15 @@ A row is one (dataset, backbone, adapter, shots, seed) result. Machine-readable 
 (``results.jsonl``, ``table.csv``, ``diagnostics.json``) hold fractions: ``acc1`` (top-1
 accuracy), ``acc5`` (top-5) and ``mean_per_class_recall``, as CLIP_benchmark reports them;
 Markdown tables show percent and say so. Every row carries ``format_version``; rows of another
-version, and lines that are not valid rows, are reported with their line numbers and left in the
-file untouched.
+version, and lines that are not valid rows (a torn line left by a kill), are reported with their
+line numbers, and ``compare`` moves them once to ``results.rejected.jsonl`` beside the file, with
+those numbers, so that later runs do not report them again.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import logging
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, recall_score, top_k_accuracy_score
+
+from .storage import atomic_write
 
 logger = logging.getLogger("adaptkit")
 
@@ -127,13 +131,45 @@ def read_results(path: str | os.PathLike) -> tuple[list[dict], list[tuple[int, s
     return rows, problems
 
 
-def report_problems(path: str | os.PathLike, problems: list[tuple[int, str]]) -> None:
-    """Log the lines of a results file that were left out, with their numbers."""
-    if problems:
-        listed = "; ".join(f"line {n}: {why}" for n, why in problems[:5])
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+def report_problems(path: str | os.PathLike, problems: list[tuple[int, str]], set_aside: bool = False) -> None:
+    """Log the lines of a results file that were left out, with their numbers; with
+    ``set_aside``, move them to ``results.rejected.jsonl`` (line number, problem, text) so that
+    later runs do not report them again."""
+    if not problems:
+        return
+    listed = "; ".join(f"line {n}: {why}" for n, why in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    if set_aside:
+        side = set_aside_lines(path, problems)
+        logger.warning("%s: %d line(s) are not result rows: %s%s; moved to %s with their line numbers", path,
+                       len(problems), listed, more, side)
+    else:
         logger.warning("%s: %d line(s) are not result rows and were left out (the file is unchanged): %s%s",
                        path, len(problems), listed, more)
+
+
+def set_aside_lines(path: str | os.PathLike, problems: list[tuple[int, str]]) -> Path:
+    """Move the numbered lines of ``problems`` out of ``path`` into ``<stem>.rejected.jsonl``
+    beside it (appended first, then ``path`` rewritten atomically without them)."""
+    path = Path(path)
+    side = path.with_name(f"{path.stem}.rejected.jsonl")
+    reasons = dict(problems)
+    lines = path.read_bytes().splitlines(keepends=True)
+    moved = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    records = [json.dumps({"line": n, "problem": reasons[n], "moved": moved,
+                           "text": line.decode("utf-8", "backslashreplace").rstrip("\r\n")})
+               for n, line in enumerate(lines, 1) if n in reasons]
+    try:
+        with open(side, "a", encoding="utf-8") as handle:
+            handle.write("".join(f"{record}\n" for record in records))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        raise OSError(f"cannot write {side}: {err.strerror or err}") from err
+    kept = b"".join(line if line.endswith(b"\n") else line + b"\n"
+                    for n, line in enumerate(lines, 1) if n not in reasons)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(kept))
+    return side
 
 
 def append_row(path: str | os.PathLike, row: dict) -> None:

@@ -74,7 +74,9 @@ def test_compare_writes_results_tables_and_figures_and_resumes(tmp_path, tune_ca
     resumed = compare(recipe, progress=False)
     assert len(tune_inputs) == 7 and resumed.new_rows == 7
     assert resumed.problems == [(6, "not valid JSON (a torn or edited line)")]
-    assert (out / "results.jsonl").read_text().startswith(torn + "\n")
+    assert (out / "results.jsonl").read_text().startswith("\n".join(lines[:5]) + "\n{")  # the torn line moved aside
+    (moved,) = [json.loads(text) for text in (out / "results.rejected.jsonl").read_text().splitlines()]
+    assert moved["line"] == 6 and moved["text"] == lines[5][: len(lines[5]) // 2]
     rows, _ = read_results(out / "results.jsonl")
     keys = [adaptkit.results.row_key(r) for r in rows]
     assert len(keys) == len(set(keys)) == 12

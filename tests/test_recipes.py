@@ -80,6 +80,34 @@ def test_two_image_folders_are_two_datasets(tmp_path):
 
 
 
+def test_rows_follow_the_data_behind_a_label_and_tables_show_one_configuration(tmp_path):
+    from helpers import write_jpegs
+
+    folder = tmp_path / "images"
+    write_jpegs(folder, n_classes=2, per_class=12, seed=5)
+    spec = {"name": "imagefolder", "root": str(folder), "label": "pets"}
+    options = {"shots": [1], "seeds": [1], "views": 1, "adapters": ["zero_shot", "gda"], "grids": {}}
+    first = compare(small_recipe(tmp_path, datasets=[spec], **options), progress=False)
+    assert first.new_rows == 2 and first.stale_rows == 0
+    assert compare(small_recipe(tmp_path, datasets=[spec], **options), progress=False).new_rows == 0
+
+    write_jpegs(tmp_path / "more", n_classes=2, per_class=2, seed=9)  # more images behind the same label
+    for path in (tmp_path / "more").rglob("*.jpg"):
+        path.rename(folder / path.parent.name / f"extra-{path.name}")
+    edited = compare(small_recipe(tmp_path, datasets=[spec], **options), progress=False)
+    assert edited.new_rows == 2 and edited.rows_in_file == 4 and edited.stale_rows == 2
+    assert len(edited.rows) == 2 and {r["data_sha256"] for r in edited.rows} != {r["data_sha256"] for r in first.rows}
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "2 row(s) of results.jsonl from another configuration of this recipe" in table
+    assert table.count("| gda |") == 1
+
+    reseeded = compare(small_recipe(tmp_path, datasets=[{**spec, "split_seed": 7}], **options), progress=False)
+    assert reseeded.new_rows == 2 and reseeded.stale_rows == 4
+    regridded = compare(small_recipe(tmp_path, datasets=[{**spec, "split_seed": 7}],
+                                     **{**options, "views": 2}), progress=False)
+    assert regridded.new_rows == 2 and len(regridded.rows) == 2 and all(r["views"] == 2 for r in regridded.rows)
+
+
 def test_a_bom_deep_nesting_and_a_bad_template_file_get_clear_messages(tmp_path):
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + b'adapters = ["gda"]\n[[datasets]]\nname = "digits"\n'

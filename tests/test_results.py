@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +23,20 @@ from helpers import small_recipe
     ("42", "not a JSON object"), ("{}", "results format 1"), ('{"format_version": 2, "acc1": "n/a"}', "is missing"),
     (b"\xff\xfe not utf-8", "not UTF-8 text"), ('{"accuracy": 93.0, "adaptkit": "0.1.0"}', "results format 1"),
 ])
-def test_bad_result_lines_are_reported_by_number_and_kept(tmp_path, line, problem):
+def test_bad_result_lines_are_reported_by_number_and_moved_aside_once(tmp_path, line, problem):
     recipe = small_recipe(tmp_path, shots=[1], seeds=[1], adapters=["zero_shot"], grids={})
     compare(recipe, progress=False)
     path = Path(recipe.output) / "results.jsonl"
+    good = path.read_bytes()
     raw = line if isinstance(line, bytes) else line.encode()
-    path.write_bytes(path.read_bytes() + raw + b"\n")
+    path.write_bytes(good + raw + b"\n")
     result = compare(recipe, progress=False)
     assert result.problems and result.problems[0][0] == 2 and problem in result.problems[0][1]
-    assert raw in path.read_bytes() and len(result.rows) == 1
+    assert path.read_bytes() == good and len(result.rows) == 1
+    (moved,) = [json.loads(text) for text in (path.parent / "results.rejected.jsonl").read_text().splitlines()]
+    assert moved["line"] == 2 and problem in moved["problem"]
+    assert moved["text"] == raw.decode("utf-8", "backslashreplace")
+    assert compare(recipe, progress=False).problems == []
 
 
 def test_average_column_is_the_seedwise_mean_over_datasets():
