@@ -92,6 +92,18 @@ def open_clip_logging(random_init: bool = False) -> Iterator[None]:
             root.removeHandler(placeholder)
 
 
+def local_checkpoint(folder: Path) -> Path | None:
+    """The weights file open_clip loads from a ``local-dir:`` folder (its own choice among the
+    folder's checkpoints: a ``.safetensors`` file before a ``.bin`` one), or ``None``."""
+    try:
+        from open_clip.factory import _find_checkpoint_in_dir  # open_clip's own rule, when it has one
+    except ImportError:
+        found = next((folder / name for name in CHECKPOINT_NAMES if (folder / name).is_file()), None)
+    else:
+        found = _find_checkpoint_in_dir(folder)
+    return None if found is None else Path(found)
+
+
 class Backbone:
     """A frozen open_clip model with its preprocessing and tokenizer.
 
@@ -130,6 +142,8 @@ class Backbone:
         self.init_seed, self.cache_dir = init_seed, None if cache_dir is None else os.fspath(cache_dir)
         self._offline = False
         weights, self.weights_id = self._resolve_weights(schema, target, pretrained)
+        self.model_id = self.name if schema != "local-dir" else \
+            f"local-dir:config-sha256:{file_sha256(Path(target) / 'open_clip_config.json')[:16]}"
         with torch.random.fork_rng(devices=[]), open_clip_logging(random_init=self.weights_id.startswith("random")):
             torch.manual_seed(init_seed)
             model, _, preprocess = self._create(weights)
@@ -182,7 +196,7 @@ class Backbone:
                 raise ValueError(f"pretrained={pretrained!r}: {schema}: names carry their own weights; leave "
                                  "pretrained unset")
             if schema == "local-dir":
-                checkpoint = next((Path(target) / f for f in CHECKPOINT_NAMES if (Path(target) / f).is_file()), None)
+                checkpoint = local_checkpoint(Path(target))
                 if checkpoint is None:
                     raise WeightsUnavailableError(f"{self.name}: no weights file ({' or '.join(CHECKPOINT_NAMES)}) "
                                                   f"in {target}")
@@ -261,8 +275,12 @@ class Backbone:
 
     @property
     def identity(self) -> dict[str, str]:
-        """What determines the features: model name, weights identity and numeric precision."""
-        return {"model": self.name, "weights": self.weights_id, "precision": self.precision}
+        """What determines the features: model, weights identity and numeric precision. A
+        ``local-dir:`` model is named by its config's content (``local-dir:config-sha256:…``),
+        not by where the folder lies, so a moved or copied checkpoint keeps its identity."""
+        return {"model": self.model_id, "weights": self.weights_id, "precision": self.precision}
+
+
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -279,6 +297,10 @@ class Backbone:
             raise ValueError(f"identity must be a backbone identity with 'model' and 'weights'; got {identity!r}")
         kind, _, value = identity["weights"].partition(":")
         model = identity["model"]
+        if model.startswith("local-dir:config-sha256:"):
+            raise ValueError(f"the features came from a local-dir: checkpoint ({model}, weights {identity['weights']}), "
+                             "recorded by content, not by place: pass its folder as the backbone, "
+                             "Backbone('local-dir:/path/to/folder') (CLI: --backbone local-dir:/path/to/folder)")
         if model.startswith(("hf-hub:", "local-dir:")):
             backbone = cls(model, **options)
         elif kind == "tag":

@@ -134,8 +134,10 @@ def test_local_dir_checkpoint_loads_and_encodes_exactly_as_the_model(tmp_path):
     assert torch.equal(loaded.encode_texts(["a cat"]), source.encode_texts(["a cat"]))
     weights = tmp_path / "ckpt" / "open_clip_model.safetensors"
     assert loaded.identity["weights"] == "sha256:" + ak.storage.file_sha256(weights)
-    assert loaded.identity["model"] == f"local-dir:{(tmp_path / 'ckpt').resolve()}"
-    assert ak.Backbone.from_identity(loaded.identity, device="cpu").identity == loaded.identity
+    config = tmp_path / "ckpt" / "open_clip_config.json"
+    assert loaded.identity["model"] == "local-dir:config-sha256:" + ak.storage.file_sha256(config)[:16]
+    with pytest.raises(ValueError, match=r"recorded by content, not by place: pass its folder as the backbone"):
+        ak.Backbone.from_identity(loaded.identity, device="cpu")
     with pytest.raises(ValueError, match="has no open_clip_config.json"):
         ak.Backbone(f"local-dir:{tmp_path}")
     with pytest.raises(FileNotFoundError, match="the folder .*nonexistent does not exist"):
@@ -189,3 +191,53 @@ def test_from_identity_rebuilds_or_asks_for_the_file(tiny, tmp_path):
         ak.Backbone.from_identity(from_file.identity)
     assert ak.Backbone.from_identity(from_file.identity, pretrained=str(path), device="cpu").identity == \
         from_file.identity
+
+
+def test_a_local_dir_identity_is_the_file_open_clip_loads_not_the_folders_place(tmp_path):
+    """Replacing the loaded weights changes the identity (and re-encodes); a copied folder keeps it,
+    and an adapter fitted on it predicts the same from the copy."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from adaptkit.cli import app
+    from helpers import write_jpegs
+
+    tiny_checkpoint_folder(tmp_path / "ckpt")
+    folder = tmp_path / "ckpt"
+    shutil.copy(folder / "open_clip_model.safetensors", tmp_path / "first.safetensors")
+    other = ak.Backbone(ak.TINY, device="cpu", init_seed=12)
+    torch.save(other.model.state_dict(), folder / "open_clip_pytorch_model.bin")  # open_clip prefers .safetensors
+    original = ak.Backbone(f"local-dir:{folder}", device="cpu")
+    digits = ak.datasets.load("digits")
+    images = digits.few_shot(2, seed=1)
+    before = ak.extract(original, images, cache_dir=tmp_path / "cache", progress=False)
+    save_file({k: v.contiguous() for k, v in other.model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    replaced = ak.Backbone(f"local-dir:{folder}", device="cpu")
+    assert replaced.identity["weights"] != original.identity["weights"]
+    after = ak.extract(replaced, images, cache_dir=tmp_path / "cache", progress=False)
+    assert not torch.equal(after.features, before.features)
+    assert torch.equal(after.features, ak.extract(other, images, cache_dir=False, progress=False).features)
+
+    shutil.copy(tmp_path / "first.safetensors", folder / "open_clip_model.safetensors")
+    text = original.text_classifier(digits.classnames, digits.templates)
+    adapter = ak.GDA(device="cpu").fit(before.features, before.labels, text_weights=text)
+    adapter.save(tmp_path / "gda.safetensors", classnames=digits.classnames, backbone=original)
+    copy = tmp_path / "elsewhere" / "copied"
+    shutil.copytree(folder, copy)
+    shutil.rmtree(folder)
+    moved = ak.Backbone(f"local-dir:{copy}", device="cpu")
+    assert moved.identity == original.identity
+    pictures = write_jpegs(tmp_path / "pictures", n_classes=2, per_class=2, size=(20, 20))
+    predictor = ak.Predictor(moved, ak.load(tmp_path / "gda.safetensors"))
+    expected = adapter.predict_proba(original.encode_images(pictures))
+    np.testing.assert_allclose(predictor.predict_proba(pictures), expected, atol=1e-6)
+    result = CliRunner().invoke(app, ["predict", "--adapter", str(tmp_path / "gda.safetensors"), "--backbone",
+                                      f"local-dir:{copy}", "--device", "cpu", *pictures])
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[1] for line in result.output.strip().splitlines()] == \
+        [digits.classnames[i] for i in expected.argmax(1)]
+    refused = CliRunner().invoke(app, ["predict", "--adapter", str(tmp_path / "gda.safetensors"), "--device", "cpu",
+                                       *pictures])
+    assert refused.exit_code == 1 and "--backbone local-dir:/path/to/folder" in refused.output, refused.output

@@ -18,6 +18,9 @@ from .app import DEVICE, app, command
 def predict(
     images: list[Path] = typer.Argument(..., help="image files and/or folders of images"),
     adapter: Path = typer.Option(..., help="adapter file written by adapter.save(...)"),
+    backbone: Optional[str] = typer.Option(None, help="the backbone, when not the one the file records by name: "
+                                                      "local-dir:/path for a moved or copied checkpoint (checked "
+                                                      "against the recorded identity)"),
     pretrained: Optional[str] = typer.Option(None, help="weights file, when the adapter was fitted on features "
                                                         "of a local checkpoint"),
     top_k: int = typer.Option(1, min=1, help="classes to print per image"),
@@ -40,7 +43,8 @@ def predict(
         raise typer.BadParameter("no image files found", param_hint="IMAGES")
     if top_k > fitted.n_classes_:
         raise typer.BadParameter(f"must be at most {fitted.n_classes_} (the adapter's classes)", param_hint="--top-k")
-    model = Backbone.from_identity(fitted.backbone_identity_, pretrained=pretrained, device=device)
+    model = Backbone.from_identity(fitted.backbone_identity_, pretrained=pretrained, device=device) \
+        if backbone is None else Backbone(backbone, pretrained=pretrained, device=device)
     failed = 0
     for result in Predictor(model, fitted, batch_size=batch_size).classify(files, k=top_k):
         if result.error is not None:
