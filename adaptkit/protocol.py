@@ -23,6 +23,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ._version import __version__
 from .adapters import ADAPTERS
 from .backbones import Backbone
@@ -145,13 +147,33 @@ def _check_only(recipe, only: dict[str, set[str]]) -> None:
                              f"are {', '.join(existing[name])}")
 
 
-def load_datasets(recipe) -> dict[str, Dataset]:
-    """Every dataset of the recipe, checked before any backbone is built; the problems of all of
-    them are reported together."""
+def check_split_sizes(dataset: Dataset, shots: Sequence[int]) -> None:
+    """Refuse a dataset whose train split has fewer than max(shots) images of a class, or whose
+    validation split fewer than the protocol's min(max(shots), 4), naming the split and classes."""
+    largest = max(shots)
+    for split, needed in (("train", largest), ("val", min(largest, 4))):
+        counts = np.bincount(dataset.split(split).labels, minlength=len(dataset.classnames))
+        short = np.flatnonzero(counts < needed)
+        if short.size:
+            listed = ", ".join(f"{dataset.classnames[c]!r} ({counts[c]})" for c in short[:5])
+            more = f" and {short.size - 5} more" if short.size > 5 else ""
+            why = f"shots up to {largest}" + (" (validation takes min(shots, 4) per class)" if split == "val" else "")
+            raise ValueError(f"its {split} split has fewer than {needed} images in {short.size} class(es): {listed}"
+                             f"{more}; {why} needs {needed}: lower the recipe's shots, or give the dataset more "
+                             "images" + (" (or a larger val_fraction for an image folder)" if split == "val" else ""))
+
+
+def load_datasets(recipe, labels: set[str] | None = None) -> dict[str, Dataset]:
+    """The recipe's datasets (those of ``labels`` when given), each checked before any backbone
+    is built (files, prompts against class names, split sizes against the shots); the problems
+    of all of them are reported together."""
     datasets, problems, missing = {}, [], []
     for spec in recipe.datasets:
+        if labels is not None and spec.label not in labels:
+            continue
         try:
             datasets[spec.label] = spec.load()
+            check_split_sizes(datasets[spec.label], recipe.shots)
         except (ValueError, TypeError, FileNotFoundError) as err:
             text = str(err)
             problems.append(text if text.startswith(f"{spec.label}:") else f"{spec.label}: {text}")
@@ -181,7 +203,7 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
     """
     only = {k: set(v) for k, v in (only or {}).items()}
     _check_only(recipe, only)
-    datasets = load_datasets(recipe)
+    datasets = load_datasets(recipe, only.get("dataset"))
     out = Path(output or recipe.output)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -204,9 +226,9 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
             backbone = Backbone(spec.name, pretrained=spec.pretrained, device=recipe.device, precision=spec.precision)
             label = backbone_label(backbone.identity)
             for dataset_spec in recipe.datasets:
-                dataset = datasets[dataset_spec.label]
-                if "dataset" in only and dataset.name not in only["dataset"]:
+                if dataset_spec.label not in datasets:  # filtered out by --only dataset=
                     continue
+                dataset = datasets[dataset_spec.label]
                 prompts = prompts_sha256(dataset.classnames, dataset.templates)
                 data = dataset_sha256(dataset)
                 hashes = {a: recipe.config_hash(a, prompts, data) for a in recipe.adapters}

@@ -100,6 +100,11 @@ class DatasetSpec:
                 dataset = dataset.with_classnames(names)
         if self.templates is not None:
             dataset.templates = load_prompts(self.templates) if isinstance(self.templates, str) else self.templates
+            try:
+                prompts(dataset.classnames, dataset.templates)  # what the run builds its text classifier from
+            except ValueError as err:
+                where = self.templates if isinstance(self.templates, str) else "templates"
+                raise ValueError(f"{where}: {err}") from None
         dataset.name = self.label
         return dataset
 

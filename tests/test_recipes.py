@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import adaptkit as ak
 from adaptkit.protocol import compare
 from adaptkit.recipes import RecipeError, load_recipe
 from helpers import small_recipe
@@ -106,6 +107,40 @@ def test_rows_follow_the_data_behind_a_label_and_tables_show_one_configuration(t
     regridded = compare(small_recipe(tmp_path, datasets=[{**spec, "split_seed": 7}],
                                      **{**options, "views": 2}), progress=False)
     assert regridded.new_rows == 2 and len(regridded.rows) == 2 and all(r["views"] == 2 for r in regridded.rows)
+
+
+def test_only_dataset_loads_only_what_it_selects(tmp_path):
+    recipe = small_recipe(tmp_path, shots=[1], seeds=[1], views=1, adapters=["zero_shot"], grids={},
+                          datasets=[{"name": "digits"}, {"name": "dtd", "root": str(tmp_path / "not-downloaded")}])
+    with pytest.raises(ValueError, match="dtd"):
+        compare(recipe, progress=False)
+    result = compare(recipe, only={"dataset": {"digits"}}, progress=False)
+    assert [r["dataset"] for r in result.rows] == ["digits"]
+
+
+def test_small_splits_and_a_prompts_file_missing_a_class_are_refused_before_any_encoding(tmp_path, monkeypatch):
+    import json
+
+    from adaptkit import protocol
+    from helpers import write_jpegs
+
+    monkeypatch.setattr(protocol, "extract", lambda *a, **k: pytest.fail("nothing may be encoded"))
+    write_jpegs(tmp_path / "small", n_classes=2, per_class=6)
+    spec = {"name": "imagefolder", "root": str(tmp_path / "small"), "label": "small"}
+    recipe = small_recipe(tmp_path, shots=[1, 4], seeds=[1], views=1, adapters=["zero_shot"], grids={},
+                          datasets=[spec])
+    with pytest.raises(ValueError, match=r"test.toml cannot be loaded:\n  small: its (train|val) split has fewer than "
+                                         r"4 images in 2 class\(es\): 'class 0' \(\d\), 'class 1' \(\d\); shots up "
+                                         r"to 4"):
+        compare(recipe, progress=False)
+    prompts = tmp_path / "cupl.json"
+    digits_names = ak.datasets.load("digits").classnames
+    prompts.write_text(json.dumps({name: [f"a photo of the number {name}."] for name in digits_names[:-1]}))
+    recipe = small_recipe(tmp_path, shots=[1], seeds=[1], views=1, adapters=["zero_shot"], grids={},
+                          datasets=[{"name": "digits", "templates": str(prompts)}])
+    with pytest.raises(ValueError, match=rf"test.toml cannot be loaded:\n  digits: {prompts}: templates as a dict "
+                                         rf"must give prompts for exactly the classes: missing \['{digits_names[-1]}'\]"):
+        compare(recipe, progress=False)
 
 
 def test_a_bom_deep_nesting_and_a_bad_template_file_get_clear_messages(tmp_path):
