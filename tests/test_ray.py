@@ -56,3 +56,24 @@ def test_an_address_other_than_the_running_ray_is_refused_not_ignored(tiny, tmp_
         ak.extract(tiny, images, engine="ray", address="10.1.2.3:6379", cache_dir=False, progress=False)
     same = ak.extract(tiny, images, engine="ray", address=running, cache_dir=False, progress=False)
     assert same.features.shape == (6, tiny.embed_dim)
+
+
+@pytest.mark.slow
+def test_a_failing_ray_actor_ends_the_run_with_a_message(tmp_path):
+    """The encoder actors rebuild the backbone from its spec: a checkpoint folder deleted after the
+    driver loaded it makes them fail, and the run ends with what failed instead of waiting."""
+    import shutil
+    import time
+
+    from test_backbones import tiny_checkpoint_folder
+
+    from adaptkit.features.pipeline import LoaderFailed
+
+    tiny_checkpoint_folder(tmp_path / "ckpt")
+    backbone = ak.Backbone(f"local-dir:{tmp_path / 'ckpt'}", device="cpu")
+    shutil.rmtree(tmp_path / "ckpt")
+    images = image_set(write_jpegs(tmp_path / "img", n_classes=2, per_class=3))
+    start = time.monotonic()
+    with pytest.raises(LoaderFailed, match=r"the Ray job failed \(.*ckpt.*\); 0 finished shard\(s\) are saved"):
+        ak.extract(backbone, images, engine="ray", cache_dir=tmp_path / "cache", progress=False)
+    assert time.monotonic() - start < 120
