@@ -54,7 +54,7 @@ def test_tune_chunks_the_grid_without_changing_the_result(adapter, monkeypatch):
     whole = ak.tune(fitted, X_val, y_val, grid)
     monkeypatch.setattr(adaptkit.adapters.base, "MAX_LOGIT_ELEMENTS", 2 * 60 * 10)
     monkeypatch.setattr(adaptkit.adapters.cache, "BATCH_ELEMENTS", 2 * 60 * 10)
-    monkeypatch.setattr(adaptkit.adapters.cache, "AFFINITY_ELEMENTS", 7 * 40)
+    monkeypatch.setattr(adaptkit.adapters.cache, "AFFINITY_ELEMENTS", {"cpu": 7 * 40, "cuda": 7 * 40})
     chunked = ak.tune(fitted, X_val, y_val, grid)
     np.testing.assert_array_equal(whole.tuning_results_["val_accuracy"], chunked.tuning_results_["val_accuracy"])
     assert chunked.score(X_val, y_val) == pytest.approx(chunked.tuning_results_["best_score"], abs=1e-9)
