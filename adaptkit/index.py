@@ -392,7 +392,8 @@ class SupportIndex:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to one checksummed safetensors file (atomically). An on-disk index
-        records its lists folder, which must stay where it is."""
+        records its build folder (absolute) and every file's size and SHA-256; the folder must
+        stay where it is."""
         if self._index is None:
             raise ValueError("cannot save an empty index")
         cpu_index = faiss.index_gpu_to_cpu(self._index) if self.on_gpu else self._index
