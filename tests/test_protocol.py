@@ -160,3 +160,24 @@ def test_every_missing_dataset_is_named_once_with_its_next_step(tmp_path):
     for name in ("dtd", "eurosat"):
         assert f"next: adaptkit data prepare {name} --root {tmp_path / 'data'}" in result.output
 
+
+
+def test_demo_and_compare_compute_the_same_rows(tmp_path, tiny, digits):
+    """`adaptkit demo` (evaluate_few_shot) and `adaptkit compare` of the same recipe: row for row the
+    same accuracies and chosen parameters."""
+    from adaptkit.protocol import evaluate_few_shot
+
+    adapters = ["zero_shot", "gda", "tip_adapter", "proker"]
+    recipe = small_recipe(tmp_path, shots=[1, 2], seeds=[1, 2], views=2, adapters=adapters, grids={})
+    compared = compare(recipe, progress=False).rows
+    demo = evaluate_few_shot(tiny, digits, adapters, [1, 2], [1, 2], views=2, cache_dir=recipe.cache_dir,
+                             progress=False)
+
+    def key(row):
+        return row["adapter"], row["shots"], row["seed"]
+
+    assert sorted(map(key, compared)) == sorted(map(key, demo)) and len(demo) == 16
+    by_key = {key(row): row for row in demo}
+    for row in compared:
+        other = by_key[key(row)]
+        assert (row["acc1"], row["acc5"], row["params"]) == (other["acc1"], other["acc5"], other["params"]), key(row)
