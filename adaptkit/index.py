@@ -139,6 +139,37 @@ def gpu_available() -> bool:
     return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
+def _write_build(build: Path, entry, trained) -> dict[str, dict]:
+    """Add the entry's shards to copies of the trained index as blocks, merge them into the build's
+    on-disk lists, write labels and ids, then ``COMPLETE``; returns the files' sizes and SHA-256."""
+    n = entry.shape[0]
+    blocks, labels_path, ids_path = [], build / "labels.npy", build / "ids.npy"
+    labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(n,))
+    ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int64, shape=(n,))
+    row = 0
+    for number, (features, shard_labels, positions) in enumerate(entry.iter_shards()):
+        block = faiss.clone_index(trained)
+        block.add_with_ids(F.normalize(features, dim=-1).contiguous().numpy(),
+                           np.arange(row, row + features.shape[0], dtype=np.int64))
+        path = build / f"block-{number:05d}.index"
+        faiss.write_index(block, str(path))
+        blocks.append(str(path))
+        labels[row:row + features.shape[0]] = shard_labels.numpy()
+        ids[row:row + features.shape[0]] = positions.numpy()
+        row += features.shape[0]
+        del block
+    labels.flush()
+    ids.flush()
+    del labels, ids
+    with _stdout_to_stderr():
+        merge_ondisk(trained, blocks, str(build / "lists.ivfdata"))
+    for path in blocks:
+        os.unlink(path)
+    files = _describe_files(build)  # hashed as they lie on disk: the build's own verification
+    write_text(build / "COMPLETE", json.dumps({"entry": entry.key, "files": files}, indent=1))
+    return files
+
+
 class SupportIndex:
     """Nearest-neighbour memory of labelled features.
 
@@ -349,33 +380,17 @@ class SupportIndex:
         trained = index._new_index(shape[0])
         trained.train(torch.cat(sample).contiguous())
         del sample
-        blocks, labels_path, ids_path = [], build / "labels.npy", build / "ids.npy"
-        labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(shape[0],))
-        ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int64, shape=(shape[0],))
-        row = 0
-        for number, (features, shard_labels, positions) in enumerate(entry.iter_shards()):
-            block = faiss.clone_index(trained)
-            block.add_with_ids(F.normalize(features, dim=-1).contiguous().numpy(),
-                               np.arange(row, row + features.shape[0], dtype=np.int64))
-            path = build / f"block-{number:05d}.index"
-            faiss.write_index(block, str(path))
-            blocks.append(str(path))
-            labels[row:row + features.shape[0]] = shard_labels.numpy()
-            ids[row:row + features.shape[0]] = positions.numpy()
-            row += features.shape[0]
-            del block
-        labels.flush()
-        ids.flush()
-        del labels, ids
-        with _stdout_to_stderr():
-            merge_ondisk(trained, blocks, str(build / "lists.ivfdata"))
-        for path in blocks:
-            os.unlink(path)
-        files = _describe_files(build)  # hashed as they lie on disk: the build's own verification
-        write_text(build / "COMPLETE", json.dumps({"entry": entry.key, "files": files}, indent=1))
+        try:
+            files = _write_build(build, entry, trained)
+        except (OSError, RuntimeError) as err:  # faiss reports a failed write as a RuntimeError
+            if isinstance(err, RuntimeError) and not any(w in str(err).lower() for w in ("write", "space", "trunc")):
+                raise
+            raise OSError(f"cannot write the support index build {build}: {getattr(err, 'strerror', None) or err}; "
+                          "the folder is left unfinished (a later build removes it), every earlier build is "
+                          "untouched") from err
         index._index = trained
-        index.labels = np.load(labels_path, mmap_mode="r")
-        index.ids = np.load(ids_path, mmap_mode="r")
+        index.labels = np.load(build / "labels.npy", mmap_mode="r")
+        index.ids = np.load(build / "ids.npy", mmap_mode="r")
         index.lists_folder, index.lists_files = str(build), files
         index.metadata = {"entry": entry.key, "name": entry.metadata.get("name"), "train_size": train_size,
                           "seed": seed, "classnames": entry.classnames}

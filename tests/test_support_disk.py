@@ -187,3 +187,18 @@ def test_support_verify_checks_the_whole_build_from_the_cli(saved):
     result = CliRunner().invoke(app, ["support", "verify", str(path)])
     assert result.exit_code == 1, result.output
     assert result.output.startswith(f"adaptkit: error: support index file {folder / 'lists.ivfdata'} does not match")
+
+
+def test_a_failed_write_during_a_build_is_an_oserror_naming_the_build(entry, saved, tmp_path, monkeypatch):
+    path, queries, (_, positions), _ = saved
+
+    def full_disk(*args):
+        raise RuntimeError("Error in faiss::FileIOWriter: fwrite failed: No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", full_disk)
+    with pytest.raises(OSError, match=rf"cannot write the support index build {tmp_path / 'lists'}/build-\S+: Error "
+                                      r"in faiss::FileIOWriter: fwrite failed: No space left on device; .* every "
+                                      r"earlier build is untouched"):
+        build(entry, tmp_path / "lists")
+    monkeypatch.undo()
+    assert torch.equal(SupportIndex.load(path).search(queries, 5)[1], positions)
