@@ -41,12 +41,7 @@ truncated file is refused by name, never met as a SIGBUS); :meth:`verify` also h
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import os
-import shutil
-import sys
 import time
 import uuid
 import warnings
@@ -55,7 +50,6 @@ from pathlib import Path
 try:  # faiss is an extra (its cpu or its gpu build, never both): everything else works without it
     import faiss
     import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take and return torch tensors)
-    from faiss.contrib.ondisk import merge_ondisk
 except ImportError:
     faiss = None
 import numpy as np
@@ -64,69 +58,12 @@ import torch.nn.functional as F
 
 from ._params import POSITIVE_INT, Int, StrOptions, check_params
 from ._validation import check_features
-from .storage import expand_path, file_sha256, read_checked, write_checked, write_text
-
-logger = logging.getLogger("adaptkit")
+from .index_build import BUILD_FILES, check_build_files, remove_stale_builds, write_build
+from .storage import expand_path, read_checked, write_checked
 
 KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 INDEX_FORMAT = "adaptkit-support-index"
 INDEX_FORMAT_VERSION = 1
-BUILD_FILES = ("lists.ivfdata", "labels.npy", "ids.npy")
-"""The files of an out-of-core build, recorded (size, SHA-256) in its ``COMPLETE`` marker and ``.st``."""
-STALE_BUILD_S = 3600.0
-"""An unfinished build folder older than this (s) is a killed build's leftover."""
-
-
-def _describe_files(build: Path) -> dict[str, dict]:
-    return {name: {"size": (build / name).stat().st_size, "sha256": file_sha256(build / name)} for name in BUILD_FILES}
-
-
-def _check_build_files(build: Path, files: dict, hash_names: tuple[str, ...]) -> None:
-    """Refuse a build whose files are missing, of another size, or (for ``hash_names``) of
-    another SHA-256 than recorded; every error names the file."""
-    for name in BUILD_FILES:
-        path, recorded = build / name, files[name]
-        try:
-            size = path.stat().st_size
-        except OSError as err:
-            raise ValueError(f"support index file {path} cannot be read ({err.strerror or err}); the index needs its "
-                             "build folder as it was saved") from None
-        if size != recorded["size"]:
-            raise ValueError(f"support index file {path} holds {size} bytes, its index records {recorded['size']} "
-                             "(truncated, rewritten or from another build); rebuild the index")
-        if name in hash_names and file_sha256(path) != recorded["sha256"]:
-            raise ValueError(f"support index file {path} does not match its recorded SHA-256 (edited, damaged or from "
-                             "another build); rebuild the index")
-
-
-def _remove_stale_builds(folder: Path) -> None:
-    """Delete unfinished build folders (no ``COMPLETE``) older than :data:`STALE_BUILD_S`."""
-    now = time.time()
-    for build in folder.glob("build-*"):
-        if build.is_dir() and not (build / "COMPLETE").exists():
-            try:
-                if now - build.stat().st_mtime > STALE_BUILD_S:
-                    shutil.rmtree(build)
-                    logger.info("support index folder %s: removed %s, left by a killed build", folder, build.name)
-            except OSError:
-                continue
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """faiss's C++ code prints progress ("resizing ...") on file descriptor 1; send it to stderr so
-    that a command's standard output stays its own."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def require_faiss() -> None:
     """Raise a clear ImportError when neither faiss build is installed."""
     if faiss is None:
@@ -137,37 +74,6 @@ def require_faiss() -> None:
 def gpu_available() -> bool:
     """True when faiss was built with GPU support and sees a CUDA device."""
     return faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-def _write_build(build: Path, entry, trained) -> dict[str, dict]:
-    """Add the entry's shards to copies of the trained index as blocks, merge them into the build's
-    on-disk lists, write labels and ids, then ``COMPLETE``; returns the files' sizes and SHA-256."""
-    n = entry.shape[0]
-    blocks, labels_path, ids_path = [], build / "labels.npy", build / "ids.npy"
-    labels = np.lib.format.open_memmap(labels_path, mode="w+", dtype=np.int64, shape=(n,))
-    ids = np.lib.format.open_memmap(ids_path, mode="w+", dtype=np.int64, shape=(n,))
-    row = 0
-    for number, (features, shard_labels, positions) in enumerate(entry.iter_shards()):
-        block = faiss.clone_index(trained)
-        block.add_with_ids(F.normalize(features, dim=-1).contiguous().numpy(),
-                           np.arange(row, row + features.shape[0], dtype=np.int64))
-        path = build / f"block-{number:05d}.index"
-        faiss.write_index(block, str(path))
-        blocks.append(str(path))
-        labels[row:row + features.shape[0]] = shard_labels.numpy()
-        ids[row:row + features.shape[0]] = positions.numpy()
-        row += features.shape[0]
-        del block
-    labels.flush()
-    ids.flush()
-    del labels, ids
-    with _stdout_to_stderr():
-        merge_ondisk(trained, blocks, str(build / "lists.ivfdata"))
-    for path in blocks:
-        os.unlink(path)
-    files = _describe_files(build)  # hashed as they lie on disk: the build's own verification
-    write_text(build / "COMPLETE", json.dumps({"entry": entry.key, "files": files}, indent=1))
-    return files
 
 
 class SupportIndex:
@@ -367,7 +273,7 @@ class SupportIndex:
         index = cls(shape[1], kind, device="cpu", **options)
         folder = expand_path(folder, "folder").resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale_builds(folder)
+        remove_stale_builds(folder)
         build = folder / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         build.mkdir()
         n_shards = len(entry.manifest["shards"])
@@ -381,7 +287,7 @@ class SupportIndex:
         trained.train(torch.cat(sample).contiguous())
         del sample
         try:
-            files = _write_build(build, entry, trained)
+            files = write_build(build, entry, trained)
         except (OSError, RuntimeError) as err:  # faiss reports a failed write as a RuntimeError
             if isinstance(err, RuntimeError) and not any(w in str(err).lower() for w in ("write", "space", "trunc")):
                 raise
@@ -401,7 +307,7 @@ class SupportIndex:
         file too, which :meth:`load` only sizes). Raises ``ValueError`` naming the file; an
         in-memory index has nothing on disk to check."""
         if self.lists_folder:
-            _check_build_files(Path(self.lists_folder), self.lists_files, BUILD_FILES)
+            check_build_files(Path(self.lists_folder), self.lists_files, BUILD_FILES)
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -437,7 +343,7 @@ class SupportIndex:
         try:
             if loaded.lists_folder:
                 folder = Path(loaded.lists_folder)
-                _check_build_files(folder, loaded.lists_files, ("labels.npy", "ids.npy"))
+                check_build_files(folder, loaded.lists_files, ("labels.npy", "ids.npy"))
                 loaded.labels = np.load(folder / "labels.npy", mmap_mode="r")
                 loaded.ids = np.load(folder / "ids.npy", mmap_mode="r")
                 loaded.on_gpu = False

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import adaptkit as ak
-import adaptkit.index
+import adaptkit.index_build
 from adaptkit.support import SupportIndex
 
 faiss = pytest.importorskip("faiss")
@@ -51,8 +51,8 @@ def answers(path, queries):
 
 KILL_POINTS = {
     "block writes": ("faiss", "write_index"),
-    "the merge": ("adaptkit.index", "merge_ondisk"),
-    "after the merge": ("adaptkit.index", "_describe_files"),
+    "the merge": ("adaptkit.index_build", "merge_ondisk"),
+    "after the merge": ("adaptkit.index_build", "describe_files"),
     "label and id files": ("numpy.lib.format", "open_memmap"),
 }
 
@@ -63,13 +63,13 @@ def test_a_rebuild_killed_at_any_step_leaves_the_saved_index_answering_as_before
     path, queries, (similarities, positions), _ = saved
     before = answers(path, queries)
     module, name = KILL_POINTS[step]
-    target = {"faiss": faiss, "adaptkit.index": adaptkit.index, "numpy.lib.format": np.lib.format}[module]
+    target = {"faiss": faiss, "adaptkit.index_build": adaptkit.index_build, "numpy.lib.format": np.lib.format}[module]
     real = getattr(target, name)
     calls = []
 
     def killed(*args, **kwargs):
         calls.append(name)
-        if len(calls) == 2 or name in ("merge_ondisk", "_describe_files"):
+        if len(calls) == 2 or name in ("merge_ondisk", "describe_files"):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -160,7 +160,7 @@ def test_a_relative_folder_is_stored_absolute_and_loads_from_anywhere(entry, tmp
 
 
 def test_a_killed_builds_folder_is_removed_by_a_later_build_once_stale(entry, tmp_path, monkeypatch):
-    monkeypatch.setattr(adaptkit.index, "merge_ondisk", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(adaptkit.index_build, "merge_ondisk", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         build(entry, tmp_path / "lists")
     monkeypatch.undo()
