@@ -280,8 +280,6 @@ class Backbone:
         not by where the folder lies, so a moved or copied checkpoint keeps its identity."""
         return {"model": self.model_id, "weights": self.weights_id, "precision": self.precision}
 
-
-
     @property
     def spec(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this backbone in another process (Ray workers)."""

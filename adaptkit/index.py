@@ -64,6 +64,8 @@ from .storage import expand_path, read_checked, write_checked
 KINDS = ("flat", "ivf_flat", "ivf_pq", "hnsw")
 INDEX_FORMAT = "adaptkit-support-index"
 INDEX_FORMAT_VERSION = 1
+
+
 def require_faiss() -> None:
     """Raise a clear ImportError when neither faiss build is installed."""
     if faiss is None:
