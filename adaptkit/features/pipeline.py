@@ -33,6 +33,13 @@ class LoaderFailed(OSError):
     """Image loading failed outside the per-image handler (a worker's resources, a lost batch)."""
 
 
+def last_line(err: Exception) -> str:
+    """The last non-empty line of an error a worker raised (a DataLoader or Ray error carries the
+    worker's whole traceback; its last line says what failed)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask), at least 1."""
     try:
@@ -250,9 +257,7 @@ def _batches(loader, workers: int, per_batch: int, assembler: ShardAssembler):
         except StopIteration:
             return
         except RuntimeError as err:
-            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else type(err).__name__
-            raise LoaderFailed(f"image loading failed in the loader ({reason}) with num_workers={workers} and "
+            raise LoaderFailed(f"image loading failed in the loader ({last_line(err)}) with num_workers={workers} and "
                                f"{per_batch} images per batch; {assembler.current} finished shard(s) are saved. "
                                "Lower num_workers or batch_size (num_workers=0 decodes in this process), or give "
                                "the workers more shared memory (/dev/shm) and file size (ulimit -f)") from None

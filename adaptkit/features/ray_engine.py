@@ -21,7 +21,7 @@ import torch
 from ..backbones import Backbone
 from ..data.base import ImageSet
 from ..progress import progress_bar
-from .pipeline import LoaderFailed, ShardAssembler, Writer, failure_reason, seeded_views
+from .pipeline import LoaderFailed, ShardAssembler, Writer, failure_reason, last_line, seeded_views
 from .store import ShardPlan
 
 logger = logging.getLogger("adaptkit")
@@ -104,8 +104,7 @@ def encode_ray(backbone, images: ImageSet, transform, views: int, seed: int, pla
     try:
         _drain(dataset, assembler, per_batch, views, len(positions), images.name, progress)
     except ray.exceptions.RayError as err:  # a task or actor failed outside the per-image handler
-        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-        raise LoaderFailed(f"the Ray job failed ({lines[-1] if lines else type(err).__name__}); "
+        raise LoaderFailed(f"the Ray job failed ({last_line(err)}); "
                            f"{assembler.current} finished shard(s) are saved and a rerun continues from them") from None
     finally:
         ray_data_logs.setLevel(level)
