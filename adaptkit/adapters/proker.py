@@ -107,9 +107,9 @@ class ProKeR(Adapter):
                 if beta == self.beta and lam == self.lam:
                     coef = self.coef_
                 else:
+                    if support_cosine is None:
+                        support_cosine = cosines(self.support_, self.support_)
                     if support is None:
-                        support_cosine = cosines(self.support_, self.support_) if support_cosine is None else \
-                            support_cosine
                         support = kernel_of(support_cosine, beta)
                     coef = ridge_solve(support, self.targets_, lam)
                 out[i] = prior + cross @ coef

@@ -240,8 +240,9 @@ def create_app(predictor: Predictor, config: ServeConfig | None = None, *, adapt
                 prepared, names, top_k = await receive(request)
                 good = [i for i, item in enumerate(prepared) if isinstance(item, torch.Tensor)]
                 images = [prepared[i] for i in good]
-                queued = batcher.enqueue(images) if images and submit is None else None
-            probabilities = [] if not images else await submit(images) if submit else await asyncio.gather(*queued)
+                if images and submit is None:  # queued before the request stops counting as on its way
+                    waiting = asyncio.gather(*batcher.enqueue(images))
+            probabilities = await (waiting if submit is None else submit(images)) if images else []
         except QueueFull as err:
             metrics.images.labels("refused_queue_full").inc(len(good))
             raise ClientError(503, f"the server is busy ({err}); retry shortly", None, {"Retry-After": "1"}) from None
