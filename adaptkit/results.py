@@ -159,13 +159,7 @@ def set_aside_lines(path: str | os.PathLike, problems: list[tuple[int, str]]) ->
     records = [json.dumps({"line": n, "problem": reasons[n], "moved": moved,
                            "text": line.decode("utf-8", "backslashreplace").rstrip("\r\n")})
                for n, line in enumerate(lines, 1) if n in reasons]
-    try:
-        with open(side, "a", encoding="utf-8") as handle:
-            handle.write("".join(f"{record}\n" for record in records))
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as err:
-        raise OSError(f"cannot write {side}: {err.strerror or err}") from err
+    append_lines(side, "".join(f"{record}\n" for record in records))
     kept = b"".join(line if line.endswith(b"\n") else line + b"\n"
                     for n, line in enumerate(lines, 1) if n not in reasons)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(kept))
@@ -178,7 +172,12 @@ def append_row(path: str | os.PathLike, row: dict) -> None:
     problem = check_row(row)
     if problem:
         raise ValueError(f"refusing to write an invalid result row: {problem}")
-    text = json.dumps(row) + "\n"
+    append_lines(path, json.dumps(row) + "\n")
+
+
+def append_lines(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` (whole lines) durably (fsync), after a newline when the file ends in a torn
+    line; an ``OSError`` naming the file when it cannot be written."""
     try:
         with open(path, "ab+") as handle:
             handle.seek(0, os.SEEK_END)
@@ -190,7 +189,7 @@ def append_row(path: str | os.PathLike, row: dict) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as err:
-        raise OSError(f"cannot append a row to {path}: {err.strerror or err}") from err
+        raise OSError(f"cannot append to {path}: {err.strerror or err}") from err
 
 
 def summarize(rows: Iterable[dict], metric: str = "acc1") -> dict:
