@@ -89,16 +89,26 @@ def test_a_finished_entry_is_read_without_any_write(tiny, digits, tmp_path):
     assert torch.equal(again.features, expected.features) and len(entry) == len(expected)
 
 
+def mount_namespaces() -> bool:
+    """Whether this process may mount in a mount namespace of its own (root, unshare present)."""
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and \
+        subprocess.run(["unshare", "--mount", "true"]).returncode == 0
+
+
+def after_mounting(mounts: str) -> list[str]:
+    """A command prefix that runs ``mounts`` (shell) in a private mount namespace, then the rest."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{mounts} && exec \"$@\"", "sh"]
+
+
 def read_only_run(folder: Path, script: str, **options) -> subprocess.CompletedProcess:
     """Run ``python -c script`` where ``folder`` cannot be written: a read-only bind mount in a
     mount namespace of its own when this process is root (root writes through permissions),
     else the folder's write permissions taken away."""
     command = [sys.executable, "-c", script]
     if os.geteuid() == 0:
-        if shutil.which("unshare") is None or subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+        if not mount_namespaces():
             pytest.skip("root without mount namespaces: cannot make a read-only folder")
-        mount = f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder} && exec \"$@\""
-        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh", *command]
+        command = after_mounting(f"mount --bind {folder} {folder} && mount -o remount,ro,bind {folder}") + command
     else:
         for path, _, _ in os.walk(folder):
             os.chmod(path, 0o555)
@@ -182,25 +192,32 @@ def _processes_with(token: str) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-def test_loader_workers_without_shared_memory_end_the_run_with_a_message_and_no_process_left(tmp_path):
-    """Under ``ulimit -f`` workers cannot get shared memory for a batch: the run ends in seconds."""
-    token = f"adaptkit-fsize-{os.getpid()}-{tmp_path.name}"
+def extract_in_child(cache: Path, options: str, exception: str = "OSError", prefix: list[str] = (), marker: str = "",
+                     **run) -> subprocess.CompletedProcess:
+    """``ak.extract`` of the digits test split into ``cache`` with ``options`` (Python keyword
+    arguments) in a child process (after ``prefix``), which prints ``<error type> <message>`` of
+    an ``exception`` it catches; ``marker`` lands in the child's command line."""
     script = textwrap.dedent(f"""
-        # {token}
+        # {marker}
         import adaptkit as ak
         from adaptkit.features.pipeline import LoaderFailed
         tiny, digits = ak.Backbone(ak.TINY, device="cpu"), ak.datasets.load("digits")
         try:
-            ak.extract(tiny, digits.split("test"), cache_dir={str(tmp_path / "cache")!r}, num_workers=2,
-                       batch_size=64, progress=False)
-        except LoaderFailed as err:
-            print("failed:", err)
+            ak.extract(tiny, digits.split("test"), cache_dir={str(cache)!r}, progress=False, {options})
+        except {exception} as err:
+            print(type(err).__name__, err)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          preexec_fn=_limit_file_size(64 * 1024))
+    return subprocess.run([*prefix, sys.executable, "-c", script], capture_output=True, text=True, **run)
+
+
+@pytest.mark.slow
+def test_loader_workers_without_shared_memory_end_the_run_with_a_message_and_no_process_left(tmp_path):
+    """Under ``ulimit -f`` workers cannot get shared memory for a batch: the run ends in seconds."""
+    token = f"adaptkit-fsize-{os.getpid()}-{tmp_path.name}"
+    done = extract_in_child(tmp_path / "cache", "num_workers=2, batch_size=64", "LoaderFailed", marker=token,
+                            timeout=60, preexec_fn=_limit_file_size(64 * 1024))
     assert done.returncode == 0, done.stderr
-    assert "failed: image loading failed in the loader" in done.stdout, (done.stdout, done.stderr)
+    assert done.stdout.startswith("LoaderFailed image loading failed in the loader"), (done.stdout, done.stderr)
     assert "num_workers=2" in done.stdout and "Lower num_workers or batch_size" in done.stdout
     assert not _processes_with(token)
 
@@ -209,17 +226,8 @@ def test_loader_workers_without_shared_memory_end_the_run_with_a_message_and_no_
 def test_a_write_that_hits_a_limit_is_an_oserror_naming_the_file(tmp_path):
     """A file-size limit (EFBIG), like a full disk, reaches safetensors as its own error: adaptkit
     names the file in an OSError, and the CLI prints it as one line."""
-    script = textwrap.dedent(f"""
-        import adaptkit as ak
-        tiny, digits = ak.Backbone(ak.TINY, device="cpu"), ak.datasets.load("digits")
-        try:
-            ak.extract(tiny, digits.split("test"), cache_dir={str(tmp_path / "cache")!r}, num_workers=0,
-                       shard_size=512, progress=False)
-        except OSError as err:
-            print(type(err).__name__, err)
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          preexec_fn=_limit_file_size(64 * 1024))
+    done = extract_in_child(tmp_path / "cache", "num_workers=0, shard_size=512", timeout=120,
+                            preexec_fn=_limit_file_size(64 * 1024))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"OSError cannot write {tmp_path / 'cache' / 'shards'}"), done.stdout
     assert not list((tmp_path / "cache" / "shards").glob("*/*.safetensors"))
@@ -248,23 +256,12 @@ def test_the_cli_shows_a_write_failure_as_one_line(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_a_full_small_filesystem_gives_an_oserror_naming_the_file(tmp_path):
     """A 40 KiB tmpfs (root, in a mount namespace of its own) fills up during extraction."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None or \
-            subprocess.run(["unshare", "--mount", "true"]).returncode != 0:
+    if not mount_namespaces():
         pytest.skip("mounting a small filesystem needs root and mount namespaces")
     cache = tmp_path / "small"
     cache.mkdir()
-    script = textwrap.dedent(f"""
-        import adaptkit as ak
-        tiny, digits = ak.Backbone(ak.TINY, device="cpu"), ak.datasets.load("digits")
-        try:
-            ak.extract(tiny, digits.split("test"), cache_dir={str(cache)!r}, num_workers=0, shard_size=1024,
-                       progress=False)
-        except OSError as err:
-            print(type(err).__name__, err)
-    """)
-    mount = f"mount -t tmpfs -o size=40k tmpfs {cache} && exec \"$@\""
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh", sys.executable,
-                           "-c", script], capture_output=True, text=True, timeout=120)
+    done = extract_in_child(cache, "num_workers=0, shard_size=1024", prefix=after_mounting(
+        f"mount -t tmpfs -o size=40k tmpfs {cache}"), timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"OSError cannot write {cache / 'shards'}"), done.stdout
     assert "No space left on device" in done.stdout, done.stdout
