@@ -23,8 +23,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ._version import __version__
 from .adapters import ADAPTERS
 from .backbones import Backbone
@@ -152,14 +150,11 @@ def check_split_sizes(dataset: Dataset, shots: Sequence[int]) -> None:
     validation split fewer than the protocol's min(max(shots), 4), naming the split and classes."""
     largest = max(shots)
     for split, needed in (("train", largest), ("val", min(largest, 4))):
-        counts = np.bincount(dataset.split(split).labels, minlength=len(dataset.classnames))
-        short = np.flatnonzero(counts < needed)
-        if short.size:
-            listed = ", ".join(f"{dataset.classnames[c]!r} ({counts[c]})" for c in short[:5])
-            more = f" and {short.size - 5} more" if short.size > 5 else ""
+        n_short, listed = dataset.split(split).classes_short_of(needed)
+        if n_short:
             why = f"shots up to {largest}" + (" (validation takes min(shots, 4) per class)" if split == "val" else "")
-            raise ValueError(f"its {split} split has fewer than {needed} images in {short.size} class(es): {listed}"
-                             f"{more}; {why} needs {needed}: lower the recipe's shots, or give the dataset more "
+            raise ValueError(f"its {split} split has fewer than {needed} images in {n_short} class(es): {listed}"
+                             f"; {why} needs {needed}: lower the recipe's shots, or give the dataset more "
                              "images" + (" (or a larger val_fraction for an image folder)" if split == "val" else ""))
 
 

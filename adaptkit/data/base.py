@@ -132,17 +132,22 @@ class ImageSet:
         indices = np.asarray(indices, dtype=np.int64)
         return ImageSet(self.source.take(indices), self.labels[indices], self.classnames, name)
 
+    def classes_short_of(self, needed: int) -> tuple[int, str]:
+        """(how many classes have fewer than ``needed`` images, the first five listed with their
+        counts: "'cat' (2), 'dog' (1)"); (0, "") when none do."""
+        counts = np.bincount(self.labels, minlength=len(self.classnames))
+        short = np.flatnonzero(counts < needed)
+        listed = ", ".join(f"{self.classnames[c]!r} ({counts[c]})" for c in short[:5])
+        return int(short.size), listed + (f" and {short.size - 5} more" if short.size > 5 else "")
+
     def few_shot(self, shots: int, seed: int, name: str | None = None) -> ImageSet:
         """Exactly ``shots`` images per class, drawn without replacement; the same seed gives the
         same images. Raises ``ValueError`` naming the classes that have fewer images."""
         check_params("few_shot", {"shots": [POSITIVE_INT], "seed": [NON_NEGATIVE_INT]}, {"shots": shots, "seed": seed})
+        n_short, listed = self.classes_short_of(shots)
+        if n_short:
+            raise ValueError(f"shots={shots} but {n_short} class(es) of {self.name} have fewer images: {listed}")
         counts = np.bincount(self.labels, minlength=len(self.classnames))
-        short = np.flatnonzero(counts < shots)
-        if short.size:
-            listed = ", ".join(f"{self.classnames[c]!r} ({counts[c]})" for c in short[:5])
-            more = f" and {short.size - 5} more" if short.size > 5 else ""
-            raise ValueError(f"shots={shots} but {short.size} class(es) of {self.name} have fewer images: "
-                             f"{listed}{more}")
         order = np.random.default_rng(seed).permutation(len(self))
         order = order[np.argsort(self.labels[order], kind="stable")]
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
