@@ -91,8 +91,9 @@ class ProKeR(Adapter):
         return self.support_, self.support_labels_
 
     def _grid_logits(self, X, candidates):
-        """The two cosine matrices once; per distinct β its two kernels; one factorisation per
-        (β, λ), computed as ``fit`` computes it (the fitted point reuses ``coef_``)."""
+        """The two cosine matrices once; per distinct β its two kernels, one factorisation per
+        (β, λ) computed as ``fit`` computes it (the fitted point reuses ``coef_``), and one
+        product of the cross kernel with every λ's coefficients side by side."""
         prior = self._prior(X)
         out = X.new_empty(len(candidates), X.shape[0], self.n_classes_)
         by_beta: dict[float, list[int]] = {}
@@ -100,17 +101,17 @@ class ProKeR(Adapter):
             by_beta.setdefault(candidate.get("beta", self.beta), []).append(i)
         cross_cosine, support_cosine = cosines(X, self.support_), None
         for beta, members in by_beta.items():
-            cross = kernel_of(cross_cosine, beta)
-            support = None
+            support, coefs = None, []
             for i in members:
                 lam = candidates[i].get("lam", self.lam)
                 if beta == self.beta and lam == self.lam:
-                    coef = self.coef_
-                else:
-                    if support_cosine is None:
-                        support_cosine = cosines(self.support_, self.support_)
-                    if support is None:
-                        support = kernel_of(support_cosine, beta)
-                    coef = ridge_solve(support, self.targets_, lam)
-                out[i] = prior + cross @ coef
+                    coefs.append(self.coef_)
+                    continue
+                if support_cosine is None:
+                    support_cosine = cosines(self.support_, self.support_)
+                if support is None:
+                    support = kernel_of(support_cosine, beta)
+                coefs.append(ridge_solve(support, self.targets_, lam))
+            products = kernel_of(cross_cosine, beta) @ torch.cat(coefs, dim=1)
+            out[members] = products.view(X.shape[0], len(members), -1).transpose(0, 1).add_(prior)
         return out
