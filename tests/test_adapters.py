@@ -117,6 +117,27 @@ def test_linear_probe_matches_sklearn_pipeline():
     np.testing.assert_array_equal(clf.predict(X_test), reference.predict(scaler.transform(X_test)))
 
 
+@pytest.mark.parametrize("work_limit,expected", [(1 << 30, 1), (1, "torch")])
+def test_linear_probe_fits_on_one_blas_thread_below_its_work_limit(monkeypatch, work_limit, expected):
+    """Small fits run numpy's BLAS on one thread (its threads cost more than they save there),
+    larger ones on torch's thread count."""
+    import threadpoolctl
+
+    import adaptkit.adapters.linear_probe as linear_probe
+
+    seen = []
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, *a, **k: (
+        seen.extend(info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"),
+        fit(self, *a, **k))[1])
+    monkeypatch.setattr(linear_probe, "SERIAL_BLAS_WORK", work_limit)
+    X, y, _, _, _ = clip_like(n_classes=10, dim=64, per_class=6)
+    ak.LinearProbe(device="cpu").fit(X, y)
+    limit = torch.get_num_threads() if expected == "torch" else expected
+    assert seen and all(threads <= limit for threads in seen)
+    assert expected == "torch" or all(threads == 1 for threads in seen)
+
+
 def test_string_labels_without_text_weights():
     X, y, X_test, y_test, _ = clip_like(n_classes=10)
     names = np.array([f"class-{i}" for i in range(10)])
