@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sklearn.base import clone
 
 from .adapters import ADAPTERS, Adapter
@@ -27,9 +28,12 @@ class Leaderboard:
     """The result of :func:`leaderboard`.
 
     rows : one dict per adapter, best first: ``adapter`` (name), ``params`` (chosen
-        hyper-parameters), ``val_accuracy`` (fraction), ``fit_seconds``, ``tune_seconds``.
+        hyper-parameters), ``val_accuracy`` (fraction), ``approximation`` (what the adapter
+        approximates, e.g. ``"Nyström, rank 1024"``; ``None`` when exact), ``fit_seconds``,
+        ``tune_seconds``.
     adapters : name -> the fitted, tuned adapter.
-    skipped : name -> why the adapter did not run (no text weights, a missing declared input).
+    skipped : name -> why the adapter did not run (no text weights, a missing declared input, an
+        exact solve too large for the support set).
     """
 
     rows: list[dict[str, Any]]
@@ -50,7 +54,7 @@ class Leaderboard:
                  "|---|---|---|---|---|---|"]
         for rank, row in enumerate(self.rows, 1):
             params = ", ".join(f"{k}={_short(v)}" for k, v in row["params"].items()) or "–"
-            lines.append(f"| {rank} | {row['adapter']} | {100 * row['val_accuracy']:.2f} | {params} | "
+            lines.append(f"| {rank} | {_labelled(row)} | {100 * row['val_accuracy']:.2f} | {params} | "
                          f"{row['fit_seconds']:.3f} | {row['tune_seconds']:.3f} |")
         text = "\n".join(lines)
         if self.skipped:
@@ -59,7 +63,7 @@ class Leaderboard:
 
     def _repr_html_(self) -> str:
         cells = "".join(
-            f"<tr><td>{rank}</td><td>{html.escape(row['adapter'])}</td><td>{100 * row['val_accuracy']:.2f}</td>"
+            f"<tr><td>{rank}</td><td>{html.escape(_labelled(row))}</td><td>{100 * row['val_accuracy']:.2f}</td>"
             f"<td>{html.escape(', '.join(f'{k}={_short(v)}' for k, v in row['params'].items()) or '–')}</td>"
             f"<td>{row['fit_seconds']:.3f}</td><td>{row['tune_seconds']:.3f}</td></tr>"
             for rank, row in enumerate(self.rows, 1))
@@ -76,18 +80,24 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _labelled(row: dict[str, Any]) -> str:
+    """The adapter's name, with what it approximates."""
+    return row["adapter"] if row["approximation"] is None else f"{row['adapter']} (approximate: {row['approximation']})"
+
+
 def _name_of(adapter: Adapter) -> str:
     return type(adapter).name or type(adapter).__name__
 
 
-def _missing_inputs(adapter: Adapter, text_weights, inputs: Mapping[str, Any]) -> str | None:
-    """Why ``adapter`` cannot be fitted with these inputs, or ``None``."""
+def _why_not(adapter: Adapter, n_rows: int, text_weights, inputs: Mapping[str, Any]) -> str | None:
+    """Why ``adapter`` cannot or should not be fitted with these inputs on ``n_rows`` support
+    rows (views flattened), or ``None``."""
     if adapter.needs_text and text_weights is None:
         return "needs text_weights"
     for name, spec in type(adapter).fit_inputs.items():
         if spec.required and inputs.get(name) is None:
             return f"needs {name}: {spec.description}"
-    return None
+    return adapter._skip_reason(n_rows)
 
 
 def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str | Adapter] | None = None,
@@ -139,8 +149,10 @@ def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str
 
     rows, tuned, skipped = [], {}, {}
     runnable = []
+    shape = getattr(X, "shape", None)
+    n_rows = int(np.prod(shape[:-1])) if shape is not None and len(shape) >= 2 else len(X)
     for name, adapter in entries:
-        why = _missing_inputs(adapter, text_weights, inputs)
+        why = _why_not(adapter, n_rows, text_weights, inputs)
         if why is None:
             runnable.append((name, adapter))
         else:
@@ -152,7 +164,8 @@ def leaderboard(X, y, X_val, y_val, *, text_weights=None, adapters: Sequence[str
         fitted = time.perf_counter()
         best = tune(adapter, X_val, y_val, grids.get(name))
         rows.append({"adapter": name, "params": best.tuning_results_["best_params"],
-                     "val_accuracy": best.tuning_results_["best_score"], "fit_seconds": fitted - start,
+                     "val_accuracy": best.tuning_results_["best_score"], "approximation": best._approximation(),
+                     "fit_seconds": fitted - start,
                      "tune_seconds": time.perf_counter() - fitted})
         tuned[name] = best
     if explicit and not rows:

@@ -138,10 +138,48 @@ def test_proker_without_text_is_plain_kernel_ridge():
     assert_logits_close(clf.decision_function(X_test), np.exp(-2.0 * (1.0 - X_test @ X.T)) @ coef)
 
 
+def nystrom_reference(X, y, T, X_test, beta, lam, landmarks):
+    """ProKeR's Nyström logits in float64 from the formula: Φ = K_SL R⁻ᵀ with R Rᵀ = K_LL + εI,
+    coefficients R⁻ᵀ (ΦᵀΦ / λ + I)⁻¹ Φᵀ (Y − f₀(S)) over the landmarks."""
+    def kernel(A, B):
+        return np.exp(-beta * (1.0 - A @ B.T))
+
+    centres = X[landmarks]
+    factor = np.linalg.cholesky(kernel(centres, centres) + 1e-5 * np.eye(len(landmarks)))
+    features = kernel(X, centres) @ np.linalg.inv(factor).T
+    targets = np.eye(T.shape[0])[y] - X @ T.T
+    inner = np.linalg.solve(features.T @ features / lam + np.eye(len(landmarks)), features.T @ targets)
+    return X_test @ T.T + kernel(X_test, centres) @ np.linalg.inv(factor).T @ inner
+
+
+@pytest.mark.parametrize("beta,lam", [(1.0, 0.1), (5.0, 2.0)])
+def test_proker_nystrom_matches_its_formula(beta, lam):
+    X, y, X_test, T = data(seed=5, per_class=4)
+    clf = ProKeR(beta=beta, lam=lam, rank=15, random_state=3, device="cpu").fit(X, y, text_weights=T)
+    landmarks = clf.landmarks_.numpy()
+    assert len(landmarks) == 15 and len(set(landmarks)) == 15 and (np.diff(landmarks) > 0).all()
+    assert clf.coef_.shape == (15, 10) and clf._approximation() == "Nyström, rank 15"
+    assert_logits_close(clf.decision_function(X_test), nystrom_reference(X, y, T, X_test, beta, lam, landmarks))
+    again = ProKeR(beta=beta, lam=lam, rank=15, random_state=3, device="cpu").fit(X, y, text_weights=T)
+    other = ProKeR(beta=beta, lam=lam, rank=15, random_state=4, device="cpu").fit(X, y, text_weights=T)
+    assert np.array_equal(again.landmarks_.numpy(), landmarks)
+    assert not np.array_equal(other.landmarks_.numpy(), landmarks)
+
+
+def test_proker_nystrom_over_every_row_is_the_exact_solution():
+    X, y, X_test, T = data(seed=5, per_class=4)
+    exact = ProKeR(beta=2.0, lam=0.5, device="cpu").fit(X, y, text_weights=T)
+    full = ProKeR(beta=2.0, lam=0.5, rank=10_000, device="cpu").fit(X, y, text_weights=T)
+    assert full.landmarks_.tolist() == list(range(len(X))) and "landmarks_" not in vars(exact)
+    assert_logits_close(full.decision_function(X_test), exact.decision_function(X_test), rtol=1e-3)
+    assert "landmarks_" not in vars(clone(full).set_params(rank=None).fit(X, y, text_weights=T))
+
+
 @pytest.mark.parametrize("adapter,grid", [
     (TipX(device="cpu"), {"beta": [1.0, 3.0], "alpha": [0.5, 2.0], "gamma": [0.0, 1.0]}),
     (APE(device="cpu"), {"beta": [1.0, 3.0], "gamma": [0.0, 0.3], "alpha": [0.5, 2.0]}),
     (ProKeR(device="cpu"), {"beta": [1.0, 3.0], "lam": [0.01, 0.3, 2.0]}),
+    (ProKeR(rank=12, device="cpu"), {"beta": [1.0, 3.0], "lam": [0.01, 0.3, 2.0]}),
     (CaptionCache(device="cpu"), {"beta": [1.0, 3.0], "delta": [0.0, 0.5], "alpha": [1.0], "gamma": [0.5]}),
 ])
 def test_batched_grid_equals_one_refit_per_point(adapter, grid):

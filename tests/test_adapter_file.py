@@ -134,6 +134,7 @@ def test_save_expands_home_names_the_target_and_refuses_directories(tmp_path, mo
     (lambda h, t: t["weight_"].__setitem__((0, 0), float("nan")), "tensor 'weight_' holds NaN"),
     (lambda h, t: t.update(secret_=torch.zeros(2)), "GDA has no fitted tensor 'secret_'"),
     (lambda h, t: h.update(format_version=1), "adapter format 1"),
+    (lambda h, t: h["params"].update(gamma=1.0), r"GDA parameters \['alpha', 'gamma'\], expected \['alpha'\]"),
 ])
 def test_loaded_adapter_headers_and_tensors_are_checked(tmp_path, edit, match):
     from adaptkit.storage import read_checked, write_checked
@@ -162,3 +163,15 @@ def test_files_written_before_the_registry_still_load_and_predict_the_same(name)
     adapter = ak.load_adapter(LEGACY / f"{name}.safetensors", device="cpu")
     assert type(adapter).name == name and adapter.classnames_ == ["c0", "c1", "c2", "c3"]
     np.testing.assert_allclose(adapter.decision_function(expected["queries"]), expected[name], rtol=1e-5, atol=1e-4)
+
+
+def test_nystrom_proker_files_keep_their_landmarks(tmp_path):
+    X, y, X_test, _, T = clip_like(n_classes=10, dim=64, per_class=4, n_test=30)
+    adapter = ak.ProKeR(rank=9, random_state=2, device="cpu").fit(X, y, text_weights=T)
+    adapter.save(tmp_path / "nystrom.safetensors")
+    loaded = ak.load_adapter(tmp_path / "nystrom.safetensors", device="cpu")
+    np.testing.assert_array_equal(loaded.landmarks_.numpy(), adapter.landmarks_.numpy())
+    np.testing.assert_array_equal(loaded.decision_function(X_test), adapter.decision_function(X_test))
+    exact = ak.ProKeR(device="cpu").fit(X, y, text_weights=T)
+    exact.save(tmp_path / "exact.safetensors")
+    assert "landmarks_" not in vars(ak.load_adapter(tmp_path / "exact.safetensors", device="cpu"))

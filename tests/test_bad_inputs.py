@@ -48,6 +48,7 @@ BAD_HYPERPARAMETERS = [
     ("ape", "n_channels", 0), ("ape", "n_channels", 17), ("ape", "n_channels", 2.0), ("ape", "w_similarity", NAN),
     ("ape", "gamma", INF), ("ape", "beta", -1.0),
     ("proker", "beta", -1.0), ("proker", "beta", NAN), ("proker", "lam", 0.0), ("proker", "lam", -1.0),
+    ("proker", "rank", 0), ("proker", "rank", 2.5), ("proker", "random_state", -1),
     ("proker", "lam", "0.1"),
     ("caption_cache", "delta", 1.5), ("caption_cache", "delta", -0.1), ("caption_cache", "tau", 0.0),
     ("caption_cache", "top_k", False),

@@ -72,3 +72,30 @@ def test_subset_by_name_or_instance_and_bad_arguments(problem):
         ak.leaderboard(X, y, X_val, y_val, adapters=["zero_shot"])
     with pytest.raises(TypeError, match="list of names"):
         ak.leaderboard(X, y, X_val, y_val, adapters="gda")
+
+
+def test_exact_proker_above_its_row_limit_is_skipped_and_the_nystrom_row_says_so(problem, monkeypatch):
+    """Above EXACT_ROWS support rows (views flattened) the board skips the exact ProKeR with the
+    reason; a ProKeR(rank=...) given explicitly runs, its row marked approximate, and equals tuning
+    that configuration alone."""
+    import adaptkit.adapters.proker as proker
+
+    X, y, X_val, y_val, T = problem
+    views = np.stack([X, X[::-1]], axis=1)
+    monkeypatch.setattr(proker, "EXACT_ROWS", len(X) * 2 - 1)
+    board = ak.leaderboard(views, y, X_val, y_val, text_weights=T, adapters=["gda", "proker"], progress=False)
+    assert sorted(board.adapters) == ["gda"] and board.rows[0]["approximation"] is None
+    assert board.skipped["proker"].startswith(f"the exact search over {2 * len(X)} support rows")
+    assert "pass ProKeR(rank=...)" in board.skipped["proker"]
+    approximate = ak.ProKeR(rank=20, device="cpu")
+    grid = {"beta": [1.0, 3.0], "lam": [0.1, 1.0]}
+    board = ak.leaderboard(views, y, X_val, y_val, text_weights=T, adapters=[approximate], grids={"proker": grid},
+                           progress=False)
+    (row,) = board.rows
+    assert row["approximation"] == "Nyström, rank 20" and not board.skipped
+    assert "proker (approximate: Nyström, rank 20)" in board.to_markdown()
+    assert "proker (approximate: Nyström, rank 20)" in board._repr_html_()
+    alone = ak.tune(ak.ProKeR(rank=20, device="cpu").fit(views, y, text_weights=T), X_val, y_val, grid)
+    assert alone.tuning_results_["best_params"] == row["params"]
+    fresh = ak.ProKeR(rank=20, device="cpu", **row["params"]).fit(views, y, text_weights=T)
+    np.testing.assert_array_equal(board.best.decision_function(X_val), fresh.decision_function(X_val))

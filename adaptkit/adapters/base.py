@@ -95,6 +95,8 @@ class Adapter(ClassifierMixin, BaseEstimator):
     scale_sensitive: ClassVar[bool] = False
     fitted_tensors: ClassVar[dict[str, torch.dtype]] = {"text_weights_": torch.float32}
     """Fitted tensor attributes and their dtypes: what an adapter file may hold."""
+    optional_tensors: ClassVar[frozenset[str]] = frozenset({"text_weights_"})
+    """Fitted tensors a file may leave out (no text weights; state only some settings have)."""
     fitted_attributes: ClassVar[dict[str, type | tuple[type, ...]]] = {
         "classes_": list, "n_features_in_": int, "tuning_results_": dict, "text_weights_": type(None)}
     """Non-tensor fitted attributes and their JSON types (as stored): the rest of the file's schema."""
@@ -154,6 +156,15 @@ class Adapter(ClassifierMixin, BaseEstimator):
         self._fit(X, y)
         self._make_contiguous()
         return self
+
+    def _skip_reason(self, n_rows: int) -> str | None:
+        """Why :func:`adaptkit.leaderboard` should not fit and search this configuration on
+        ``n_rows`` support rows (views flattened), e.g. an exact solve too large; ``None``: go ahead."""
+        return None
+
+    def _approximation(self) -> str | None:
+        """What this configuration approximates, as a leaderboard row shows it; ``None`` when exact."""
+        return None
 
     def _check_fit_inputs(self, inputs: dict[str, Any]) -> None:
         """Only declared inputs, every required one present."""

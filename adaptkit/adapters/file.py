@@ -10,6 +10,7 @@ are truncated, edited, of an unknown adapter class, of another format version, o
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -115,8 +116,11 @@ def _check_schema(header: dict, tensors: dict[str, torch.Tensor], refuse) -> typ
                      "registers when its module is imported)")
     params = {k: v for k, v in header["params"].items() if k != "device"}
     expected = set(cls._parameter_constraints) - {"device"}
-    if set(params) != expected:
-        raise refuse(f"{cls.__name__} parameters {sorted(params)}, expected {sorted(expected)}")
+    defaults = {name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    if set(params) - expected or expected - set(params) - defaults:
+        raise refuse(f"{cls.__name__} parameters {sorted(params)}, expected {sorted(expected)} (a file written "
+                     "before a parameter existed may leave out those with defaults)")
     try:
         check_params(cls.__name__, cls._parameter_constraints, params)
     except ValueError as err:
@@ -129,7 +133,7 @@ def _check_schema(header: dict, tensors: dict[str, torch.Tensor], refuse) -> typ
             raise refuse(f"tensor {name!r} is {tensor.dtype}, expected {dtype}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise refuse(f"tensor {name!r} holds NaN or infinite values")
-    missing = set(cls.fitted_tensors) - set(tensors) - {"text_weights_"}
+    missing = set(cls.fitted_tensors) - set(tensors) - cls.optional_tensors
     if missing:
         raise refuse(f"fitted tensors {sorted(missing)} are missing")
     for name, value in header["attributes"].items():
