@@ -7,7 +7,9 @@ hyper-parameter sets at once: per chunk of queries (its size depends only on the
 ``predict`` and ``tune`` see the same chunks) it computes the shared terms once
 (:meth:`_shared`: the zero-shot logits, the neighbourhood and the affinity), then per distinct
 value of ``cache_params`` one cache term (:meth:`_cache_term`), and all the linear weights of
-that term in one broadcast step (:meth:`_combine`). Keys grouped by class make the class
+that term in one broadcast step (:meth:`_combine`). When scoring, grid points that differ only in
+α are scored as one sweep in closed form (:mod:`adaptkit.adapters.sweep`), with exactly the counts
+of the combine. Keys grouped by class make the class
 aggregation of a dense cache a segment sum; sparse caches scatter-add into their neighbours'
 classes. Subclasses define the affinity (:meth:`_shared`), the cache term and the combination.
 """
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 
 from .._params import FLOAT32_MAX, Float
 from .base import Adapter, count_correct, earlier_classes
+from .sweep import MIN_SWEEP, sweep_counts
 
 AFFINITY_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
 """Query × key affinities held at once, per device type; sets the query chunk size. On CPU 4 MiB
@@ -39,6 +42,16 @@ WEIGHT = [Float(0, FLOAT32_MAX)]
 def linear_grid(low: float, high: float, steps: int) -> tuple[float, ...]:
     """``steps`` values from ``low`` towards ``high`` (left end included), as the official grids."""
     return tuple((low + np.arange(steps) * (high - low) / steps).tolist())
+
+
+def _owner(cls: type, name: str) -> type:
+    return next(klass for klass in cls.__mro__ if name in klass.__dict__)
+
+
+def _rows_of(shared: dict[str, Any], rows: torch.Tensor, n: int) -> dict[str, Any]:
+    """The shared terms of the queries at ``rows`` (tensors with one row per query are indexed)."""
+    return {key: value[rows] if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == n else value
+            for key, value in shared.items()}
 
 
 def gathered_dot(queries: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
@@ -151,6 +164,41 @@ class CacheAdapter(Adapter):
         alphas = torch.tensor([p["alpha"] for p in params], dtype=cache.dtype, device=cache.device)
         return torch.addcmul(shared["zero_shot"], alphas.view(-1, 1, 1), cache)
 
+    def _linear_base(self, shared: dict[str, Any], params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits of :meth:`_combine` are base + α · cache: base (N_c, C) at ``params`` and a
+        per-row bound (N_c,) of the magnitudes summed into it."""
+        if "zero_shot_magnitude" not in shared:
+            shared["zero_shot_magnitude"] = shared["zero_shot"].abs().amax(dim=1)
+        return shared["zero_shot"], shared["zero_shot_magnitude"]
+
+    def _sweeps_in_closed_form(self) -> bool:
+        """Whether :meth:`_linear_base` describes this class's :meth:`_combine` (a subclass that
+        redefines the combination without it is scored point by point)."""
+        return issubclass(_owner(type(self), "_linear_base"), _owner(type(self), "_combine"))
+
+    def _sweeps(self, params: list[dict[str, Any]], members: list[int]) -> tuple[list[list[int]], list[int]]:
+        """Members split into sweeps (at least ``MIN_SWEEP`` points equal but for α) and the rest."""
+        if not self._sweeps_in_closed_form():
+            return [], members
+        by_rest: dict[tuple, list[int]] = {}
+        for i in members:
+            by_rest.setdefault(tuple((k, v) for k, v in params[i].items() if k != "alpha"), []).append(i)
+        sweeps = [group for group in by_rest.values() if len(group) >= MIN_SWEEP]
+        swept = {i for group in sweeps for i in group}
+        return sweeps, [i for i in members if i not in swept]
+
+    def _sweep_correct(self, shared: dict[str, Any], cache: torch.Tensor, params: list[dict[str, Any]],
+                       y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        """How many queries each point of one α sweep classifies right: (A,), equal to scoring the
+        combine of each point; the queries an α leaves in doubt are scored by that combine."""
+        base, magnitude = self._linear_base(shared, params[0])
+        counts, doubt = sweep_counts(base, cache, magnitude, [p["alpha"] for p in params], y)
+        for j in doubt.any(dim=1).nonzero().flatten().tolist():
+            rows = doubt[j].nonzero().flatten()
+            logits = self._combine(_rows_of(shared, rows, base.shape[0]), cache[rows], [params[j]])
+            counts[j] += count_correct(logits, y[rows], before[rows])[0]
+        return counts.cpu()
+
     def _term_scales(self, shared: dict[str, Any], cache: torch.Tensor) -> dict[str, float]:
         """The largest magnitude of each term :meth:`_combine` adds (for the overflow bound)."""
         if not bool(torch.isfinite(cache).all()):
@@ -186,8 +234,11 @@ class CacheAdapter(Adapter):
                 for i in members:
                     if self._logit_bound(scales, params[i]) > FLOAT32_MAX:
                         self._overflow(candidates[i])
-                for b in range(0, len(members), per_batch):
-                    batch = members[b:b + per_batch]
+                sweeps, rest = ([], members) if y is None else self._sweeps(params, members)
+                for sweep in sweeps:
+                    out[sweep] += self._sweep_correct(shared, cache, [params[i] for i in sweep], y[start:stop], before)
+                for b in range(0, len(rest), per_batch):
+                    batch = rest[b:b + per_batch]
                     logits = self._combine(shared, cache, [params[i] for i in batch])
                     if y is None:
                         out[batch, start:stop] = logits

@@ -93,6 +93,13 @@ class TipX(TipAdapter):
     def _logit_bound(self, scales, params):
         return super()._logit_bound(scales, params) + abs(params["gamma"]) * scales["kl"]
 
+    def _linear_base(self, shared, params):
+        zero_shot, magnitude = super()._linear_base(shared, params)
+        if "kl_magnitude" not in shared:
+            shared["kl_magnitude"] = shared["kl"].abs().amax(dim=1)
+        gamma = params["gamma"]
+        return zero_shot + gamma * shared["kl"], magnitude + abs(gamma) * shared["kl_magnitude"]
+
     def _combine(self, shared, cache, params):
         logits = super()._combine(shared, cache, params)
         gammas = torch.tensor([p["gamma"] for p in params], dtype=cache.dtype, device=cache.device)
