@@ -47,16 +47,18 @@ def measure(args) -> dict:
         path = "; ".join([f"{r['adapter']}: {r['approximation'] or 'exact'}" for r in board.rows] +
                          [f"{n}: skipped" for n in board.skipped])
         accuracy = board.rows[0]["val_accuracy"]
+        params = {r["adapter"]: r["params"] for r in board.rows}
     else:
         adapter = configured(args.one, args.proker_rank)
         why = adapter._skip_reason(X.shape[0])
         if why is not None:
-            return {"seconds": 0.0, "peak_gib": 0.0, "path": f"skipped: {why}", "val_accuracy": None}
+            return {"seconds": 0.0, "peak_gib": 0.0, "path": f"skipped: {why}", "val_accuracy": None, "params": {}}
         tuned = ak.tune(adapter.fit(X, y, text_weights=T), Xv, yv)
         path, accuracy = tuned._approximation() or "exact", tuned.tuning_results_["best_score"]
+        params = {args.one: tuned.tuning_results_["best_params"]}
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    return {"seconds": seconds, "peak_gib": peak, "path": path, "val_accuracy": accuracy}
+    return {"seconds": seconds, "peak_gib": peak, "path": path, "val_accuracy": accuracy, "params": params}
 
 
 def in_child(args, one: str) -> dict:
@@ -76,6 +78,7 @@ def main():
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads per process")
     parser.add_argument("--adapters", default=",".join(FAMILY), help="comma-separated adapter names")
     parser.add_argument("--proker-rank", type=int, default=None, help="ProKeR's Nyström rank (default: exact)")
+    parser.add_argument("--no-board", action="store_true", help="time the adapters alone, not ak.leaderboard")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
@@ -84,13 +87,18 @@ def main():
     print(f"C = {args.classes}, {16 * args.classes:,} keys, N_val = {args.n_val:,}, D = {args.dim}; torch "
           f"{torch.__version__}, {args.threads} thread(s); each row its own process\n")
     print("| run | seconds | peak memory (GiB) | val accuracy | path |\n|---|---|---|---|---|")
-    costs = {}
-    for name in [*args.adapters.split(","), "board"]:
+    costs, chosen = {}, {}
+    for name in args.adapters.split(",") + ([] if args.no_board else ["board"]):
         result = in_child(args, name)
         costs[name] = result["seconds"]
+        chosen[name] = result["params"]
         accuracy = "–" if result["val_accuracy"] is None else f"{100 * result['val_accuracy']:.2f}"
         print(f"| {'ak.leaderboard' if name == 'board' else name} | {result['seconds']:.1f} | "
               f"{result['peak_gib']:.2f} | {accuracy} | {result['path']} |", flush=True)
+    if args.no_board:
+        return
+    differ = [n for n, params in chosen["board"].items() if chosen.get(n, {}).get(n) != params]
+    print(f"\nleaderboard rows whose chosen parameters differ from tuning the adapter alone: {differ or 'none'}")
     slowest = max((n for n in costs if n != "board"), key=costs.get)
     print(f"\nak.leaderboard: {costs['board']:.1f} s, {costs['board'] / costs[slowest]:.1f}× its most expensive "
           f"member ({slowest}, {costs[slowest]:.1f} s), {costs['board'] / sum(costs[n] for n in costs if n != 'board'):.2f}× "

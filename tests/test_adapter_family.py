@@ -249,3 +249,24 @@ def test_gda_approaches_bayes_on_shared_covariance_gaussians():
     gda = ak.tune(ak.GDA(device="cpu").fit(X, y, text_weights=T), X_val, y_val).score(X_test, y_test)
     assert gda >= bayes - 0.04, (gda, bayes)
     assert gda >= zero_shot + 0.3, (gda, zero_shot)
+
+
+@pytest.mark.parametrize("rank,shown", [(None, True), (6, False)])
+def test_proker_grids_over_large_systems_show_their_solves(monkeypatch, rank, shown):
+    """A bar over the solves (tqdm gives the rate and the time left) where the system has more
+    than PROGRESS_ROWS rows: the support set when exact, the landmarks with rank."""
+    import adaptkit.adapters.proker as proker
+
+    bars, original = [], proker.progress_bar
+
+    def spy(iterable=None, **options):
+        bars.append(options)
+        return original(iterable, **{**options, "progress": False})
+
+    monkeypatch.setattr(proker, "progress_bar", spy)
+    monkeypatch.setattr(proker, "PROGRESS_ROWS", 20)
+    X, y, X_test, T = data(seed=5, per_class=4)
+    clf = ProKeR(rank=rank, device="cpu").fit(X, y, text_weights=T)
+    clf._grid_logits(torch.as_tensor(X_test, dtype=torch.float32), [{"lam": 1.0}, {"lam": 2.0}, {"beta": 3.0}])
+    (bar,) = bars
+    assert bar["total"] == 3 and bar["progress"] is shown and bar["unit"] == "solve"

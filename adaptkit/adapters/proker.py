@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .._clip import LOGIT_SCALE
 from .._params import FLOAT32_MAX, Float, Int
+from ..progress import progress_bar
 from .base import Adapter
 
 EXACT_ROWS = 8192
@@ -32,6 +33,9 @@ EXACT_ROWS = 8192
 and says why: each (β, λ) factorises an N_s × N_s float32 system, N_s³/3 multiply-adds (8,192 rows:
 0.27 GB and about 2-3 s per point on one core, minutes for the default 63 points; 16,000 rows: 1 GB
 and about 20 s per point). ``rank`` selects the Nyström approximation instead."""
+PROGRESS_ROWS = 4096
+"""Systems above this many rows (N_s exact, m with ``rank``) show a bar over the grid's solves,
+with tqdm's rate and time left (where a bar is drawn: see :mod:`adaptkit.progress`)."""
 NYSTROM_JITTER = 1e-5
 """ε added to the landmark kernel's diagonal (which is 1) so that repeated landmarks factorise."""
 
@@ -170,6 +174,9 @@ class ProKeR(Adapter):
         for i, candidate in enumerate(candidates):
             by_beta.setdefault(candidate.get("beta", self.beta), []).append(i)
         cross_cosine, support_cosine = cosines(X, self._centres()), None
+        rows = self.coef_.shape[0]
+        bar = progress_bar(total=len(candidates), progress=rows > PROGRESS_ROWS, desc=f"ProKeR {rows:,}² solves",
+                           unit="solve", leave=False)
         for beta, members in by_beta.items():
             solve, coefs = None, []
             for i in members:
@@ -182,8 +189,10 @@ class ProKeR(Adapter):
                 if solve is None:
                     solve = self._solver(support_cosine, beta)
                 coefs.append(solve(lam))
+                bar.update()
             products = kernel_of(cross_cosine, beta) @ torch.cat(coefs, dim=1)
             out[members] = products.view(X.shape[0], len(members), -1).transpose(0, 1).add_(prior)
+        bar.close()
         return out
 
     def _solver(self, support_cosine: torch.Tensor, beta: float):
