@@ -5,7 +5,7 @@ queries per second, recall@10 (against the exact top-10 of the dense reference, 
 same run) and the speed ratio to dense.
 Data: unit vectors around 1,000 random cluster centres, like CLIP features of a large pool.
 
-    python benchmarks/support_index.py                   # 10^4 and 10^5 keys: a few minutes on 2 cores
+    python benchmarks/support_index.py                   # 10^4 and 10^5 keys: about 70 s on 2 cores
     python benchmarks/support_index.py --sizes 10000,100000,1000000   # adds 10^6 keys (about 15 minutes)
     [--queries 1000,10000] [--kinds flat,ivf_flat,ivf_pq,hnsw] [--dim 512] [--device cpu]
 """
