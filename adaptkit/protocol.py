@@ -61,17 +61,19 @@ unlabeled test features, and the backbone. An adapter that requires another is s
 
 
 def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], shots: Sequence[int],
-                 seeds: Sequence[int], *, views: int = 10, grids: dict | None = None, cache_dir=None,
+                 seeds: Sequence[int], *, views: int = 10, grids: dict | None = None, params: dict | None = None,
+                 cache_dir=None,
                  batch_size: int = 256, num_workers: int | str = "auto", on_error: str = "raise",
                  skip: Callable[[str, int, int], bool] = lambda *_: False,
                  on_row: Callable[[dict], None] = lambda row: None, progress: bool = True) -> tuple[list[dict], dict]:
     """Run the protocol on one dataset and backbone: (rows, diagnostics). One row per adapter ×
-    shots × seed, metrics as fractions. ``skip(adapter, shots, seed)`` leaves finished rows out;
-    ``on_row`` receives each row as soon as it is computed."""
+    shots × seed, metrics as fractions. ``params`` fixes constructor values per adapter name (a
+    row's ``params`` holds them with the chosen grid point). ``skip(adapter, shots, seed)`` leaves
+    finished rows out; ``on_row`` receives each row as soon as it is computed."""
     for name in adapters:
         if name not in ADAPTERS:
             raise ValueError(f"adapter must be one of {sorted(ADAPTERS)}; got {name!r}")
-    grids = grids or {}
+    grids, params = grids or {}, params or {}
     options = {"cache_dir": cache_dir, "progress": progress, "batch_size": batch_size, "num_workers": num_workers,
                "on_error": on_error}
     test = extract(backbone, dataset.split("test"), **options)
@@ -87,7 +89,9 @@ def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], 
         val = extract(backbone, dataset.few_shot(min(k, 4), seed, split="val"), **options)
         captions = [CAPTION_TEMPLATE.format(dataset.classnames[label]) for label in support.labels.tolist()]
         board = leaderboard(support.features, support.labels, val.features, val.labels, text_weights=text,
-                            adapters=names, grids={n: grids[n] for n in names if n in grids}, captions=captions,
+                            adapters=[ADAPTERS[n](device=str(backbone.device), **params[n]) if n in params else n
+                                      for n in names],
+                            grids={n: grids[n] for n in names if n in grids}, captions=captions,
                             unlabeled=test.features, backbone=backbone, device=str(backbone.device), progress=False)
         for name, why in board.skipped.items():
             logger.warning("%s, %d shots, seed %d: %s skipped: %s", dataset.name, k, seed, name, why)
@@ -99,7 +103,7 @@ def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], 
                    "adapter": entry["adapter"], "shots": k, "seed": seed,
                    **classification_metrics(logits.cpu().numpy(), test.labels.numpy()),
                    "per_class_accuracy": per_class_accuracy(logits.cpu().numpy(), test.labels.numpy()),
-                   "val_accuracy": entry["val_accuracy"], "params": entry["params"],
+                   "val_accuracy": entry["val_accuracy"], "params": {**params.get(entry["adapter"], {}), **entry["params"]},
                    "fit_seconds": entry["fit_seconds"] + entry["tune_seconds"],
                    "predict_seconds": time.perf_counter() - start, "views": views, "prompts_sha256": prompts,
                    "adaptkit": __version__, "config_hash": ""}
@@ -250,7 +254,7 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
                     new.append(row)
 
                 _, reports[f"{dataset.name} / {backbone.name}"] = run_protocol(
-                    backbone, dataset, adapters, shots, seeds, views=recipe.views, grids=recipe.grids,
+                    backbone, dataset, adapters, shots, seeds, views=recipe.views, grids=recipe.grids, params=recipe.params,
                     cache_dir=recipe.cache_dir, batch_size=recipe.batch_size, num_workers=recipe.workers,
                     on_error=recipe.on_error,
                     skip=finished, on_row=record, progress=progress)

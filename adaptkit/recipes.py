@@ -29,6 +29,9 @@ precision = "auto"               # optional: auto, fp32, amp (fp16 autocast) or 
 [grids.tip_adapter]              # optional: replaces an adapter's default search space
 beta = [1.0, 3.0, 5.5]
 alpha = [0.5, 1.0, 2.0]
+
+[params.proker]                  # optional: constructor values fixed for the whole run
+rank = 2048                      # (here: ProKeR's Nyström approximation, e.g. for ImageNet sizes)
 ```
 
 Loading validates every key and value (grid values against the adapter's declared constraints,
@@ -59,8 +62,8 @@ if sys.version_info >= (3, 11):
 else:
     import tomli as tomllib
 
-TOP_KEYS = {"output", "shots", "seeds", "views", "adapters", "datasets", "backbones", "grids", "batch_size",
-            "device", "cache_dir", "workers", "imports", "on_error"}
+TOP_KEYS = {"output", "shots", "seeds", "views", "adapters", "datasets", "backbones", "grids", "params",
+            "batch_size", "device", "cache_dir", "workers", "imports", "on_error"}
 DATASET_KEYS = {"name", "root", "label", "classnames", "templates", "val_fraction", "test_fraction", "split_seed"}
 FOLDER_OPTIONS = {"val_fraction", "test_fraction", "split_seed"}
 BACKBONE_KEYS = {"name", "pretrained", "precision"}
@@ -128,6 +131,7 @@ class Recipe:
     views: int = 10
     output: str = "adaptkit-out"
     grids: dict[str, dict[str, list]] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 256
     device: str = "auto"
     cache_dir: str | None = None
@@ -138,9 +142,12 @@ class Recipe:
 
     def config_hash(self, adapter: str, prompts_sha256: str = "", data_sha256: str = "") -> str:
         """Hash of what changes an adapter's rows besides the dataset's label, backbone, shots and
-        seed: views, its grid, the prompts and the data behind the label."""
+        seed: views, its grid, its fixed parameters (when the recipe sets any), the prompts and the
+        data behind the label."""
         relevant = {"views": self.views, "grid": self.grids.get(adapter), "prompts": prompts_sha256,
                     "data": data_sha256}
+        if adapter in self.params:
+            relevant["params"] = self.params[adapter]
         return json_sha256(relevant)[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -338,6 +345,7 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
             grid_axes(ADAPTERS[adapter], grid)
         except (ValueError, TypeError) as err:
             raise _fail(source, f"grids.{adapter}", str(err)) from None
+    params = _fixed_params(source, data.get("params", {}), adapters, grids)
     _check_values(source, "", data, TOP_CONSTRAINTS)
     views, batch_size = data.get("views", 10), data.get("batch_size", 256)
     output, cache_dir = data.get("output", "adaptkit-out"), data.get("cache_dir")
@@ -345,9 +353,28 @@ def parse_recipe(data: dict[str, Any], source: str = "<dict>", base: str | os.Pa
     return Recipe(datasets=datasets, backbones=backbones, adapters=list(adapters),
                   shots=_int_list(source, "shots", data.get("shots", [1, 2, 4, 8, 16]), 1),
                   seeds=_int_list(source, "seeds", data.get("seeds", [1, 2, 3]), 0),
-                  views=views, output=output, grids=grids, batch_size=batch_size, device=device,
+                  views=views, output=output, grids=grids, params=params, batch_size=batch_size, device=device,
                   cache_dir=cache_dir, workers=workers, imports=imports, on_error=data.get("on_error", "raise"),
                   source=source)
+
+
+def _fixed_params(source: str, table: Any, adapters: list[str], grids: dict) -> dict[str, dict[str, Any]]:
+    """``[params.ADAPTER]``: constructor values of listed adapters, each checked against the
+    adapter's constraints and not also searched by its grid."""
+    _check_keys(source, "params", table, set(ADAPTERS))
+    for adapter, values in table.items():
+        if adapter not in adapters:
+            raise _fail(source, f"params.{adapter}", f"{adapter!r} is not among the recipe's adapters")
+        cls = ADAPTERS[adapter]
+        _check_keys(source, f"params.{adapter}", values, set(cls._parameter_constraints) - {"device"})
+        for name, value in values.items():
+            if name in grids.get(adapter, {}):
+                raise _fail(source, f"params.{adapter}.{name}", f"also searched by grids.{adapter}.{name}; set one")
+            try:
+                check_params(cls.__name__, {name: cls._parameter_constraints[name]}, {name: value})
+            except ValueError as err:
+                raise _fail(source, f"params.{adapter}.{name}", str(err)) from None
+    return {adapter: dict(values) for adapter, values in table.items()}
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

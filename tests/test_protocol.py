@@ -83,8 +83,10 @@ def test_compare_writes_results_tables_and_figures_and_resumes(tmp_path, tune_ca
 
 
 def test_compare_rows_equal_a_hand_run_fit_tune_score(tmp_path):
+    """Including an adapter whose constructor values the recipe fixes ([params.proker]: the
+    Nyström ProKeR), recorded in its rows with the chosen grid point."""
     recipe = small_recipe(tmp_path, shots=[2], seeds=[1], adapters=["gda", "tip_adapter", "proker"],
-                          grids={"proker": {"beta": [1.0, 5.0], "lam": [0.01, 1.0]}})
+                          grids={"proker": {"beta": [1.0, 5.0], "lam": [0.01, 1.0]}}, params={"proker": {"rank": 6}})
     rows = {r["adapter"]: r for r in compare(recipe, progress=False).rows}
     digits = ak.datasets.load("digits")
     tiny = ak.Backbone(ak.TINY, device="cpu")
@@ -94,9 +96,10 @@ def test_compare_rows_equal_a_hand_run_fit_tune_score(tmp_path):
     test = ak.extract(tiny, digits.split("test"), **options)
     text = tiny.text_classifier(digits.classnames, digits.templates)
     for name, cls in (("gda", ak.GDA), ("tip_adapter", ak.TipAdapter), ("proker", ak.ProKeR)):
-        tuned = ak.tune(cls(device="cpu").fit(support.features, support.labels, text_weights=text), val.features,
-                        val.labels, recipe.grids.get(name))
-        assert rows[name]["params"] == tuned.tuning_results_["best_params"]
+        fixed = recipe.params.get(name, {})
+        tuned = ak.tune(cls(device="cpu", **fixed).fit(support.features, support.labels, text_weights=text),
+                        val.features, val.labels, recipe.grids.get(name))
+        assert rows[name]["params"] == {**fixed, **tuned.tuning_results_["best_params"]}
         assert rows[name]["val_accuracy"] == pytest.approx(tuned.tuning_results_["best_score"], abs=1e-12)
         assert rows[name]["acc1"] == pytest.approx(tuned.score(test.features, test.labels), abs=1e-12)
 

@@ -33,6 +33,11 @@ def test_shipped_recipes_load():
     ({"grids": {"gda": {"alpha": ["a", "b"]}}}, r"grids.gda: grid\['alpha'\]\[0\]: The 'alpha' parameter of GDA"),
     ({"grids": {"gda": {"device": ["cpu"]}}}, r"grids.gda.device: unknown key"),
     ({"grids": {"ape": {"beta": [1.0]}}}, r"grids.ape: 'ape' is not among the recipe's adapters"),
+    ({"params": {"ape": {"beta": 1.0}}}, r"params.ape: 'ape' is not among the recipe's adapters"),
+    ({"params": {"gda": {"rank": 4}}}, r"params.gda.rank: unknown key"),
+    ({"params": {"gda": {"alpha": -1.0}}}, r"params.gda.alpha: The 'alpha' parameter of GDA must be"),
+    ({"params": {"tip_adapter": {"beta": 2.0}}}, r"params.tip_adapter.beta: also searched by grids.tip_adapter.beta"),
+    ({"params": {"gda": 3}}, r"params.gda: expected a table"),
     ({"views": 0}, r"views: The 'views' parameter of recipe must be an int in the range \[1, inf\)\. Got 0"),
     ({"batch_size": "abc"}, r"batch_size: The 'batch_size' parameter of recipe must be an int .* Got 'abc'"),
     ({"cache_dir": 5}, r"cache_dir: The 'cache_dir' parameter of recipe must be a non-empty string or None\. Got 5"),
@@ -51,6 +56,14 @@ def test_shipped_recipes_load():
 def test_recipe_errors_name_the_key(tmp_path, change, message):
     with pytest.raises(RecipeError, match=message):
         small_recipe(tmp_path, **change)
+
+
+def test_fixed_params_enter_the_config_hash_only_where_set(tmp_path):
+    plain = small_recipe(tmp_path)
+    fixed = small_recipe(tmp_path, params={"tip_adapter": {"top_k": 8}})
+    assert fixed.params == {"tip_adapter": {"top_k": 8}} and plain.params == {}
+    assert fixed.config_hash("tip_adapter") != plain.config_hash("tip_adapter")
+    assert fixed.config_hash("gda") == plain.config_hash("gda")
 
 
 def test_recipe_file_errors(tmp_path):
