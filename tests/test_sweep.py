@@ -20,14 +20,14 @@ GRIDS = {TipAdapter: {"beta": [1.0, 5.0]}, TipX: {"beta": [1.0, 5.0], "gamma": [
          CaptionCache: {"beta": [2.0], "delta": [0.0, 0.5], "gamma": [0.25]}}
 
 
-def tie_problem(cls):
+def tie_problem(cls, **params):
     """Classes 0 and 1 share their text weight and their support images, so their logits tie
     exactly at every point (class 0 wins the tie, as argmax's first index does)."""
     X, y, X_val, y_val, T = clip_like(n_classes=8, dim=64, per_class=4, n_test=120, spread=1.1, text_noise=1.2,
                                       seed=11)
     T, X = T.copy(), X.copy()
     T[1], X[y == 1] = T[0], X[y == 0]
-    return cls(device="cpu").fit(X, y, text_weights=T, **family_inputs(cls, X, X_val)), X_val, y_val
+    return cls(device="cpu", **params).fit(X, y, text_weights=T, **family_inputs(cls, X, X_val)), X_val, y_val
 
 
 def point_by_point(adapter, X_val, y_val, grid):
@@ -72,6 +72,15 @@ def test_sweep_counts_equal_scoring_every_point(cls, slack, sweeps, monkeypatch)
         assert doubtful > total // 2
     else:
         assert 0 < doubtful < total // 10
+
+
+@pytest.mark.parametrize("cls", [TipAdapter, TipX], ids=lambda cls: cls.name)
+def test_sparse_caches_sweep_exactly_too(cls, sweeps):
+    adapter, X_val, y_val = tie_problem(cls, top_k=3)
+    grid = {**GRIDS[cls], "alpha": ALPHAS}
+    counts = np.rint(ak.tune(adapter, X_val, y_val, grid).tuning_results_["val_accuracy"] * len(y_val)).astype(int)
+    np.testing.assert_array_equal(counts, point_by_point(adapter, X_val, y_val, grid))
+    assert sweeps
 
 
 def test_short_sweeps_and_redefined_combinations_are_scored_point_by_point(sweeps):
