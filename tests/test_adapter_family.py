@@ -255,18 +255,24 @@ def test_gda_approaches_bayes_on_shared_covariance_gaussians():
 def test_proker_grids_over_large_systems_show_their_solves(monkeypatch, rank, shown):
     """A bar over the solves (tqdm gives the rate and the time left) where the system has more
     than PROGRESS_ROWS rows: the support set when exact, the landmarks with rank."""
+    import io
+
+    from tqdm import tqdm
+
     import adaptkit.adapters.proker as proker
 
-    bars, original = [], proker.progress_bar
+    bars = []
 
-    def spy(iterable=None, **options):
-        bars.append(options)
-        return original(iterable, **{**options, "progress": False})
+    def spy(iterable=None, *, progress, **options):
+        bar = tqdm(iterable, file=io.StringIO(), **options)
+        bars.append(({**options, "progress": progress}, bar))
+        return bar
 
     monkeypatch.setattr(proker, "progress_bar", spy)
     monkeypatch.setattr(proker, "PROGRESS_ROWS", 20)
     X, y, X_test, T = data(seed=5, per_class=4)
     clf = ProKeR(rank=rank, device="cpu").fit(X, y, text_weights=T)
-    clf._grid_logits(torch.as_tensor(X_test, dtype=torch.float32), [{"lam": 1.0}, {"lam": 2.0}, {"beta": 3.0}])
-    (bar,) = bars
-    assert bar["total"] == 3 and bar["progress"] is shown and bar["unit"] == "solve"
+    clf._grid_logits(torch.as_tensor(X_test, dtype=torch.float32), [{"lam": 1.0}, {"lam": 0.1}, {"beta": 3.0}])
+    ((options, bar),) = bars
+    assert options["total"] == 3 and options["progress"] is shown and options["unit"] == "solve"
+    assert bar.n == 3, "every point counts, the fitted one (reused, not solved) too"

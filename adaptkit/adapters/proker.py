@@ -181,6 +181,7 @@ class ProKeR(Adapter):
             solve, coefs = None, []
             for i in members:
                 lam = candidates[i].get("lam", self.lam)
+                bar.update()
                 if beta == self.beta and lam == self.lam:
                     coefs.append(self.coef_)
                     continue
@@ -189,7 +190,6 @@ class ProKeR(Adapter):
                 if solve is None:
                     solve = self._solver(support_cosine, beta)
                 coefs.append(solve(lam))
-                bar.update()
             products = kernel_of(cross_cosine, beta) @ torch.cat(coefs, dim=1)
             out[members] = products.view(X.shape[0], len(members), -1).transpose(0, 1).add_(prior)
         bar.close()
