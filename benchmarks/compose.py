@@ -13,10 +13,10 @@ the captions' text features), then each is timed as the best of ``--repeats`` ca
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tune import best_of
 
 import adaptkit as ak
 from adaptkit.compose import ComCLIP, RuleParser
@@ -33,17 +33,6 @@ def image(seed: int) -> Image.Image:
         x, y = rng.integers(0, 160, 2)
         draw.rectangle([int(x), int(y), int(x) + 60, int(y) + 60], fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
     return canvas
-
-
-def best_of(repeats: int, function, *args) -> float:
-    """Seconds of the fastest of ``repeats`` calls, after one untimed warm-up call."""
-    function(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(*args)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -18,15 +18,12 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+from tune import clip_like
 
 import adaptkit as ak
 from adaptkit.adapters import ADAPTERS
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tune import clip_like  # noqa: E402
 
 FAMILY = ["zero_shot", "gda", "linear_probe", "tip_adapter", "tip_x", "ape", "proker"]
 
