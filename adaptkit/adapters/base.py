@@ -43,8 +43,8 @@ NORM_TOLERANCE = 1e-2
 """Rows whose L2 norm differs from 1 by more than this are reported as not normalised."""
 
 
-def count_correct(logits: torch.Tensor, y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-    """Per grid point, how many rows ``argmax`` classifies as ``y``: (G,) int64 from (G, N, C).
+def correct_rows(logits: torch.Tensor, y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Per grid point, which rows ``argmax`` classifies as ``y``: (G, N) bool from (G, N, C).
 
     ``argmax`` returns the first index of the row maximum, so row n is correct exactly when its
     true logit equals the maximum and no earlier class reaches it. ``before`` (N, C) is 0 for
@@ -54,11 +54,16 @@ def count_correct(logits: torch.Tensor, y: torch.Tensor, before: torch.Tensor) -
     top = logits.amax(dim=-1)
     true = logits.gather(-1, y.view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(-1)
     earlier = (logits + before).amax(dim=-1)
-    return ((true == top) & (earlier < top)).sum(dim=-1)
+    return (true == top) & (earlier < top)
+
+
+def count_correct(logits: torch.Tensor, y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Per grid point, how many rows ``argmax`` classifies as ``y``: (G,) int64 (see :func:`correct_rows`)."""
+    return correct_rows(logits, y, before).sum(dim=-1)
 
 
 def earlier_classes(y: torch.Tensor, n_classes: int, dtype: torch.dtype) -> torch.Tensor:
-    """(N, C): 0 where c < y_n, -inf elsewhere (see :func:`count_correct`)."""
+    """(N, C): 0 where c < y_n, -inf elsewhere (see :func:`correct_rows`)."""
     classes = torch.arange(n_classes, device=y.device)
     zero = torch.zeros((), dtype=dtype, device=y.device)
     return torch.where(classes[None, :] < y[:, None], zero, torch.tensor(-torch.inf, dtype=dtype, device=y.device))

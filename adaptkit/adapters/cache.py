@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .._params import FLOAT32_MAX, Float
-from .base import Adapter, count_correct, earlier_classes
+from .base import Adapter, correct_rows, count_correct, earlier_classes
 from .sweep import MIN_SWEEP, sweep_counts
 
 AFFINITY_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 24}
@@ -46,12 +46,6 @@ def linear_grid(low: float, high: float, steps: int) -> tuple[float, ...]:
 
 def _owner(cls: type, name: str) -> type:
     return next(klass for klass in cls.__mro__ if name in klass.__dict__)
-
-
-def _rows_of(shared: dict[str, Any], rows: torch.Tensor, n: int) -> dict[str, Any]:
-    """The shared terms of the queries at ``rows`` (tensors with one row per query are indexed)."""
-    return {key: value[rows] if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == n else value
-            for key, value in shared.items()}
 
 
 def gathered_dot(queries: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor,
@@ -190,13 +184,13 @@ class CacheAdapter(Adapter):
     def _sweep_correct(self, shared: dict[str, Any], cache: torch.Tensor, params: list[dict[str, Any]],
                        y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
         """How many queries each point of one α sweep classifies right: (A,), equal to scoring the
-        combine of each point; the queries an α leaves in doubt are scored by that combine."""
+        combine of each point; at an α that leaves queries in doubt, the combine of that point
+        (the very logits a point-by-point search computes) decides them."""
         base, magnitude = self._linear_base(shared, params[0])
         counts, doubt = sweep_counts(base, cache, magnitude, [p["alpha"] for p in params], y)
         for j in doubt.any(dim=1).nonzero().flatten().tolist():
-            rows = doubt[j].nonzero().flatten()
-            logits = self._combine(_rows_of(shared, rows, base.shape[0]), cache[rows], [params[j]])
-            counts[j] += count_correct(logits, y[rows], before[rows])[0]
+            right = correct_rows(self._combine(shared, cache, [params[j]]), y, before)[0]
+            counts[j] += right[doubt[j]].sum()
         return counts.cpu()
 
     def _term_scales(self, shared: dict[str, Any], cache: torch.Tensor) -> dict[str, float]:
