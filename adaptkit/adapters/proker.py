@@ -153,13 +153,9 @@ class ProKeR(Adapter):
         self.targets_ = F.one_hot(y, self.n_classes_).float() - self._prior(X)
         if self.rank is None:
             self.__dict__.pop("landmarks_", None)
-            self.coef_ = ridge_solve(kernel_of(cosines(X, X), self.beta), self.targets_, self.lam)
-            return
-        self.landmarks_ = landmark_positions(X.shape[0], self.rank, self.random_state).to(X.device)
-        cross = cosines(X, X[self.landmarks_])
-        system = nystrom_system(kernel_of(cross, self.beta), kernel_of(cross[self.landmarks_], self.beta),
-                                self.targets_)
-        self.coef_ = nystrom_coef(*system, self.lam)
+        else:
+            self.landmarks_ = landmark_positions(X.shape[0], self.rank, self.random_state).to(X.device)
+        self.coef_ = self._solver(cosines(X, self._centres()), self.beta)(self.lam)
 
     def _support_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.support_, self.support_labels_
@@ -196,7 +192,8 @@ class ProKeR(Adapter):
         return out
 
     def _solver(self, support_cosine: torch.Tensor, beta: float):
-        """λ -> coefficients at β, from the support × centre cosines, as ``_fit`` computes them."""
+        """λ -> coefficients at β from the support × centre cosines (N_s, N_s or m): the one path
+        of ``_fit`` and the grid, so both compute the same coefficients."""
         support = kernel_of(support_cosine, beta)
         if self.rank is None:
             return lambda lam: ridge_solve(support, self.targets_, lam)
