@@ -181,13 +181,14 @@ class CacheAdapter(Adapter):
         swept = {i for group in sweeps for i in group}
         return sweeps, [i for i in members if i not in swept]
 
-    def _sweep_correct(self, shared: dict[str, Any], cache: torch.Tensor, params: list[dict[str, Any]],
-                       y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    def _sweep_correct(self, shared: dict[str, Any], cache: torch.Tensor, cache_magnitude: torch.Tensor,
+                       params: list[dict[str, Any]], y: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
         """How many queries each point of one α sweep classifies right: (A,), equal to scoring the
-        combine of each point; at an α that leaves queries in doubt, the combine of that point
-        (the very logits a point-by-point search computes) decides them."""
+        combine of each point (``cache_magnitude`` (N_c,): the cache term's largest |value| per
+        query); at an α that leaves queries in doubt, the combine of that point (the very logits a
+        point-by-point search computes) decides them."""
         base, magnitude = self._linear_base(shared, params[0])
-        counts, doubt = sweep_counts(base, cache, magnitude, [p["alpha"] for p in params], y)
+        counts, doubt = sweep_counts(base, cache, magnitude, cache_magnitude, [p["alpha"] for p in params], y)
         for j in doubt.any(dim=1).nonzero().flatten().tolist():
             right = correct_rows(self._combine(shared, cache, [params[j]]), y, before)[0]
             counts[j] += right[doubt[j]].sum()
@@ -229,8 +230,10 @@ class CacheAdapter(Adapter):
                     if self._logit_bound(scales, params[i]) > FLOAT32_MAX:
                         self._overflow(candidates[i])
                 sweeps, rest = ([], members) if y is None else self._sweeps(params, members)
+                cache_magnitude = cache.abs().amax(dim=1) if sweeps else None  # shared by this term's sweeps
                 for sweep in sweeps:
-                    out[sweep] += self._sweep_correct(shared, cache, [params[i] for i in sweep], y[start:stop], before)
+                    out[sweep] += self._sweep_correct(shared, cache, cache_magnitude, [params[i] for i in sweep],
+                                                      y[start:stop], before)
                 for b in range(0, len(rest), per_batch):
                     batch = rest[b:b + per_batch]
                     logits = self._combine(shared, cache, [params[i] for i in batch])

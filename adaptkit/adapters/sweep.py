@@ -38,16 +38,16 @@ def alpha_intervals(offset: torch.Tensor, slope: torch.Tensor, y: torch.Tensor, 
     return low, high
 
 
-def sweep_counts(base: torch.Tensor, weighted: torch.Tensor, base_magnitude: torch.Tensor, alphas: list[float],
-                 y: torch.Tensor):
-    """For logits base + α · weighted (N, C) at each α of ``alphas`` (all ≥ 0), given the per-row
-    bound ``base_magnitude`` (N,) of the terms summed into ``base``: the number of rows surely
-    right (A,), and the (A, N) mask of rows that need an exact evaluation."""
+def sweep_counts(base: torch.Tensor, weighted: torch.Tensor, base_magnitude: torch.Tensor,
+                 weighted_magnitude: torch.Tensor, alphas: list[float], y: torch.Tensor):
+    """For logits base + α · weighted (N, C) at each α of ``alphas`` (all ≥ 0), given per-row
+    bounds (N,) of the magnitudes summed into ``base`` and of ``weighted``: the number of rows
+    surely right (A,), and the (A, N) mask of rows that need an exact evaluation."""
     true_base = base.gather(1, y[:, None])
     true_weighted = weighted.gather(1, y[:, None])
     offset, slope = true_base - base, true_weighted - weighted
     shift_base = (SLACK * base_magnitude)[:, None]
-    shift_weighted = SLACK * weighted.abs().amax(dim=1, keepdim=True)
+    shift_weighted = (SLACK * weighted_magnitude)[:, None]
     sure_low, sure_high = alpha_intervals(offset - shift_base, slope - shift_weighted, y, strict=True)
     maybe_low, maybe_high = alpha_intervals(offset + shift_base, slope + shift_weighted, y, strict=False)
     grid = torch.tensor(alphas, dtype=base.dtype, device=base.device)[:, None]
