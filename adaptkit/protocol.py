@@ -62,8 +62,7 @@ unlabeled test features, and the backbone. An adapter that requires another is s
 
 def run_protocol(backbone: Backbone, dataset: Dataset, adapters: Sequence[str], shots: Sequence[int],
                  seeds: Sequence[int], *, views: int = 10, grids: dict | None = None, params: dict | None = None,
-                 cache_dir=None,
-                 batch_size: int = 256, num_workers: int | str = "auto", on_error: str = "raise",
+                 cache_dir=None, batch_size: int = 256, num_workers: int | str = "auto", on_error: str = "raise",
                  skip: Callable[[str, int, int], bool] = lambda *_: False,
                  on_row: Callable[[dict], None] = lambda row: None, progress: bool = True) -> tuple[list[dict], dict]:
     """Run the protocol on one dataset and backbone: (rows, diagnostics). One row per adapter ×
@@ -264,8 +263,8 @@ def compare(recipe, *, only: dict[str, set[str]] | None = None, output: str | No
         rows = [row for row in in_file if row_key(row) in current]
         stale = len(in_file) - len(rows)
         note = "" if not stale else (f"\n\n{stale} row(s) of {results.name} from another configuration of this recipe "
-                                     "(views, grids, prompts) or from data that has changed since are not in these "
-                                     "tables.\n")
+                                     "(views, grids, fixed parameters, prompts) or from data that has changed since "
+                                     "are not in these tables.\n")
         selected = [row for row in rows if all(str(row.get(f)) in v for f, v in only.items())]
         written = []
         if not only and writable:
